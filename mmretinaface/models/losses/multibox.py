@@ -1,0 +1,300 @@
+"""The reference RetinaFace ``MultiBoxLoss`` as batched, loop-free tensor functions.
+
+The reference matches every image in a Python loop (and loops over the ground
+truths inside ``match``). Here all images' ground truths are concatenated into
+one ``(N, 4)`` tensor: one ``(N, P)`` IoU block serves the whole batch (memory
+grows with the number of faces, not with ``batch * max_faces`` as padding would),
+and the per-prior choices are made with ``scatter_reduce`` on the few
+(GT, prior) pairs that reach the positive threshold.
+
+Conventions (``docs/architecture.md``): priors ``(P, 4)`` (cx, cy, w, h) pixels,
+boxes xyxy pixels, landmarks ``(G, K, 2)`` pixels with visibility ``(G, K)``.
+"""
+from typing import Dict, NamedTuple, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmdet.registry import MODELS
+
+from ..task_modules.coders import DEFAULT_VARIANCES, encode_boxes, encode_landmarks
+
+# Largest GT x prior IoU block held at once (elements; 2**26 float32 = 256 MiB).
+# A batch of 32 images x 120 faces x 16800 priors still fits in one block.
+MAX_IOU_BLOCK = 1 << 26
+
+
+class PriorMatch(NamedTuple):
+    """Per-prior assignment of a batch; ``-1`` marks background."""
+
+    pos_mask: Tensor  # (B, P) bool: the prior is a face
+    gt_inds: Tensor  # (B, P) long: index into that image's own GT list, or -1
+    flat_gt_inds: Tensor  # (B, P) long: index into ``torch.cat(gt_bboxes)``, or -1
+    num_pos: Tensor  # (B,) long: positives per image
+
+
+def priors_to_xyxy(priors: Tensor) -> Tensor:
+    """(cx, cy, w, h) -> (x1, y1, x2, y2) (the reference ``point_form``)."""
+    half = priors[..., 2:] / 2
+    return torch.cat([priors[..., :2] - half, priors[..., :2] + half], dim=-1)
+
+
+def box_iou(boxes: Tensor, others: Tensor) -> Tensor:
+    """Plain IoU (no +1) between ``(n, 4)`` and ``(m, 4)`` xyxy boxes -> ``(n, m)``.
+
+    Same arithmetic as the reference ``jaccard``, written with in-place steps
+    so that only two ``(n, m)`` buffers are alive at a time.
+    """
+    inter = torch.min(boxes[:, None, 2], others[None, :, 2])
+    inter.sub_(torch.max(boxes[:, None, 0], others[None, :, 0])).clamp_(min=0)
+    height = torch.min(boxes[:, None, 3], others[None, :, 3])
+    height.sub_(torch.max(boxes[:, None, 1], others[None, :, 1])).clamp_(min=0)
+    inter.mul_(height)
+    area_a = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    area_b = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    torch.add(area_a[:, None], area_b[None, :], out=height).sub_(inter)
+    return inter.div_(height)
+
+
+def _matching_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def match_priors(gt_bboxes: Sequence[Tensor], priors: Tensor, pos_iou_thr: float = 0.35,
+                 min_best_iou: float = 0.2) -> PriorMatch:
+    """Assign every prior of every image to a face or to background (reference ``match``).
+
+    Rules, per image:
+
+    - a GT box with ``w <= 0`` or ``h <= 0`` is dropped before matching (its
+      encoding would be ``log(0)``);
+    - a GT whose best prior IoU is below ``min_best_iou`` ("hard gt") is
+      ignored entirely;
+    - each prior takes its highest-IoU remaining GT (the first one on ties) and
+      is positive iff that IoU is ``>= pos_iou_thr``;
+    - each remaining GT is then forced onto its own best prior (first on ties),
+      which becomes positive whatever its IoU; when several GTs force the same
+      prior, the one listed last wins, as in the reference loop.
+
+    Deliberate deviation from the reference: its forcing loop
+    ``for j in range(best_prior_idx.size(0)): best_truth_idx[best_prior_idx[j]] = j``
+    also runs for the hard GTs, so a hard GT listed after the owner of its best
+    prior steals that prior's regression target whenever the prior is positive
+    for another GT. Here hard GTs take part in nothing; everything else is the
+    same (``tests/test_multibox_loss.py`` shows both).
+
+    Args:
+        gt_bboxes: per image, ``(G_i, 4)`` xyxy boxes in the priors' units.
+        priors: ``(P, 4)`` priors (cx, cy, w, h).
+        pos_iou_thr: IoU from which a prior is a positive (reference 0.35; > 0).
+        min_best_iou: GTs whose best prior IoU is lower are ignored (reference 0.2).
+
+    Returns:
+        PriorMatch: masks and indices of shape ``(B, P)``.
+    """
+    if pos_iou_thr <= 0:
+        raise ValueError(f'pos_iou_thr must be > 0, got {pos_iou_thr}')
+    device = priors.device
+    dtype = _matching_dtype(priors.dtype)
+    num_imgs, num_priors = len(gt_bboxes), priors.size(0)
+    counts = [int(b.shape[0]) for b in gt_bboxes]
+    num_gts = sum(counts)
+    boxes = (torch.cat([b.reshape(-1, 4) for b in gt_bboxes]).to(device, dtype)
+             if num_imgs else priors.new_zeros((0, 4), dtype=dtype))
+    counts_t = torch.tensor(counts, device=device, dtype=torch.long)
+    img_of_gt = torch.repeat_interleave(torch.arange(num_imgs, device=device), counts_t)
+    first_gt = torch.cumsum(counts_t, 0) - counts_t
+    gt_ids = torch.arange(num_gts, device=device)
+
+    # Degenerate (or NaN) boxes become all-zero boxes: IoU 0 everywhere, then invalid.
+    proper = (boxes[:, 2:] > boxes[:, :2]).all(dim=1)
+    boxes = torch.where(proper[:, None], boxes, torch.zeros_like(boxes))
+    priors_xyxy = priors_to_xyxy(priors.to(dtype))
+
+    # Per GT: its best prior. Per (GT, prior) pair over the threshold: the IoU.
+    best_iou = boxes.new_zeros(num_gts)
+    best_prior = gt_ids.new_zeros(num_gts)
+    pair_gt, pair_prior, pair_iou = [], [], []
+    rows = max(1, MAX_IOU_BLOCK // max(num_priors, 1))
+    for start in range(0, num_gts, rows):  # one block unless the batch is huge
+        overlaps = box_iou(boxes[start:start + rows], priors_xyxy)
+        best_iou[start:start + rows], best_prior[start:start + rows] = overlaps.max(dim=1)
+        g, p = (overlaps >= pos_iou_thr).nonzero(as_tuple=True)
+        pair_gt.append(g + start)
+        pair_prior.append(p)
+        pair_iou.append(overlaps[g, p])
+        del overlaps
+    if pair_gt:
+        pair_gt, pair_prior, pair_iou = (torch.cat(pair_gt), torch.cat(pair_prior),
+                                         torch.cat(pair_iou))
+    else:
+        pair_gt = pair_prior = gt_ids.new_zeros(0)
+        pair_iou = boxes.new_zeros(0)
+    valid = proper & (best_iou >= min_best_iou)
+
+    # Slot ``num_imgs * num_priors`` is a sink for entries that must not count.
+    sink = num_imgs * num_priors
+    key = torch.where(valid[pair_gt], img_of_gt[pair_gt] * num_priors + pair_prior,
+                      torch.full_like(pair_prior, sink))
+    best_pair_iou = pair_iou.new_full((sink + 1, ), -1.0).scatter_reduce_(
+        0, key, pair_iou, 'amax')
+    winner = torch.where(pair_iou == best_pair_iou[key], pair_gt,
+                         torch.full_like(pair_gt, num_gts))
+    assigned = gt_ids.new_full((sink + 1, ), num_gts).scatter_reduce_(0, key, winner, 'amin')
+
+    # Forced matches: the last valid GT that picks a prior as its best owns it.
+    forced_key = torch.where(valid, img_of_gt * num_priors + best_prior,
+                             torch.full_like(best_prior, sink))
+    forced = gt_ids.new_full((sink + 1, ), -1).scatter_reduce_(0, forced_key, gt_ids, 'amax')
+    assigned = torch.where(forced >= 0, forced, assigned)[:sink]
+    assigned = torch.where(assigned < num_gts, assigned, torch.full_like(assigned, -1))
+
+    flat_gt_inds = assigned.view(num_imgs, num_priors)
+    pos_mask = flat_gt_inds >= 0
+    gt_inds = torch.where(pos_mask, flat_gt_inds - first_gt[:, None],
+                          torch.full_like(flat_gt_inds, -1))
+    return PriorMatch(pos_mask, gt_inds, flat_gt_inds, pos_mask.sum(dim=1))
+
+
+def hard_negative_mask(cls_loss: Tensor, pos_mask: Tensor, neg_pos_ratio: float = 7) -> Tensor:
+    """Hard negatives per image (reference mining), ``(B, P)`` bool.
+
+    Negatives are ranked by their classification loss; each image keeps the top
+    ``min(neg_pos_ratio * num_pos, P - 1)``. As in the reference, the ranking
+    scores positives as 0 and the budget counts them when the image has fewer
+    negatives than that; the returned mask never includes positives.
+    """
+    num_priors = cls_loss.size(1)
+    scores = cls_loss.detach().masked_fill(pos_mask, 0)
+    order = scores.argsort(dim=1, descending=True)
+    rank = torch.empty_like(order).scatter_(
+        1, order, torch.arange(num_priors, device=order.device).expand_as(order))
+    num_neg = (neg_pos_ratio * pos_mask.sum(dim=1, keepdim=True)).clamp(max=num_priors - 1)
+    return (rank < num_neg) & ~pos_mask
+
+
+def multibox_loss(cls_logits: Tensor,
+                  bbox_deltas: Tensor,
+                  kpt_deltas: Tensor,
+                  priors: Tensor,
+                  gt_bboxes: Sequence[Tensor],
+                  gt_keypoints: Sequence[Tensor],
+                  gt_keypoints_visible: Optional[Sequence[Tensor]] = None,
+                  variances: Sequence[float] = DEFAULT_VARIANCES,
+                  pos_iou_thr: float = 0.35,
+                  min_best_iou: float = 0.2,
+                  neg_pos_ratio: float = 7,
+                  loc_weight: float = 2.0,
+                  return_stats: bool = False) -> Dict[str, Tensor]:
+    """RetinaFace MultiBox loss of a batch (reference ``MultiBoxLoss.forward``).
+
+    - ``loss_bbox``: Smooth-L1 (beta 1, summed) of the SSD deltas of every
+      positive prior, divided by the batch's positives (at least 1), times
+      ``loc_weight``;
+    - ``loss_cls``: 2-class cross-entropy (index 1 = face) summed over positives
+      and hard negatives (:func:`hard_negative_mask`), divided by the positives;
+    - ``loss_kpt``: Smooth-L1 of the landmark offsets of the positives whose GT
+      has visible landmarks, over visible coordinates only, divided by the
+      number of such positives (at least 1). The reference marks a face's
+      landmarks all present or all absent; per-point visibility generalises it.
+
+    Matching is :func:`match_priors` (see its note on hard GTs). Images without
+    a usable GT have no positives and, as in the reference, no mined negatives.
+
+    Args:
+        cls_logits: ``(B, P, 2)`` class logits.
+        bbox_deltas: ``(B, P, 4)`` predicted box deltas.
+        kpt_deltas: ``(B, P, 2K)`` predicted landmark offsets.
+        priors: ``(P, 4)`` priors (cx, cy, w, h) in pixels.
+        gt_bboxes: per image ``(G_i, 4)`` xyxy pixel boxes.
+        gt_keypoints: per image ``(G_i, K, 2)`` landmarks in pixels.
+        gt_keypoints_visible: per image ``(G_i, K)``, > 0 = annotated;
+            ``None`` = all annotated.
+        return_stats: also return ``num_pos`` (positives in the batch, float,
+            detached) for logging.
+
+    Returns:
+        dict: ``loss_cls``, ``loss_bbox``, ``loss_kpt`` (and ``num_pos``).
+    """
+    num_imgs, num_priors = cls_logits.shape[:2]
+    num_kpts = kpt_deltas.size(-1) // 2
+    if not len(gt_bboxes) == len(gt_keypoints) == num_imgs:
+        raise ValueError(f'{num_imgs} images in the predictions but {len(gt_bboxes)} box and '
+                         f'{len(gt_keypoints)} keypoint GT lists')
+    if priors.size(0) != num_priors:
+        raise ValueError(f'{priors.size(0)} priors for {num_priors} predictions per image')
+    device = cls_logits.device
+    priors = priors.to(device)
+    dtype = _matching_dtype(priors.dtype)
+
+    with torch.no_grad():
+        match = match_priors(gt_bboxes, priors, pos_iou_thr, min_best_iou)
+    pos = match.pos_mask
+    num_pos = match.pos_mask.sum()
+    normaliser = num_pos.clamp(min=1).to(cls_logits.dtype)
+
+    # Classification: positives + hard negatives.
+    ce = F.cross_entropy(
+        cls_logits.reshape(-1, cls_logits.size(-1)), pos.reshape(-1).long(),
+        reduction='none').view(num_imgs, num_priors)
+    with torch.no_grad():
+        neg = hard_negative_mask(ce, pos, neg_pos_ratio)
+    loss_cls = torch.where(pos | neg, ce, torch.zeros_like(ce)).sum() / normaliser
+
+    # Boxes: every positive, regressed towards its matched GT.
+    img_idx, prior_idx = pos.nonzero(as_tuple=True)
+    gt_idx = match.flat_gt_inds[img_idx, prior_idx]
+    pos_priors = priors[prior_idx].to(dtype)
+    all_boxes = torch.cat([b.reshape(-1, 4) for b in gt_bboxes]).to(device, dtype)
+    box_targets = encode_boxes(all_boxes[gt_idx], pos_priors, variances)
+    box_preds = bbox_deltas[img_idx, prior_idx]
+    loss_bbox = F.smooth_l1_loss(box_preds, box_targets.to(box_preds.dtype), reduction='sum',
+                                 beta=1.0) / normaliser * loc_weight
+
+    # Landmarks: positives whose GT has visible points, visible coordinates only.
+    all_kpts = torch.cat([k.reshape(-1, num_kpts, 2) for k in gt_keypoints]).to(device, dtype)
+    if gt_keypoints_visible is None:
+        all_vis = torch.ones(all_kpts.shape[:2], dtype=torch.bool, device=device)
+    else:
+        all_vis = torch.cat([v.reshape(-1, num_kpts) for v in gt_keypoints_visible]).to(device) > 0
+    pos_vis = all_vis[gt_idx]
+    num_kpt_pos = pos_vis.any(dim=1).sum().clamp(min=1).to(kpt_deltas.dtype)
+    coord_mask = pos_vis.repeat_interleave(2, dim=1)
+    kpt_targets = encode_landmarks(all_kpts[gt_idx], pos_priors, variances)
+    kpt_preds = kpt_deltas[img_idx, prior_idx]
+    loss_kpt = F.smooth_l1_loss(kpt_preds[coord_mask], kpt_targets[coord_mask].to(kpt_preds.dtype),
+                                reduction='sum', beta=1.0) / num_kpt_pos
+
+    losses = dict(loss_cls=loss_cls, loss_bbox=loss_bbox, loss_kpt=loss_kpt)
+    if return_stats:
+        losses['num_pos'] = num_pos.detach().to(cls_logits.dtype)
+    return losses
+
+
+@MODELS.register_module()
+class MultiBoxLoss(nn.Module):
+    """Config-facing wrapper of :func:`multibox_loss` holding its hyper-parameters."""
+
+    def __init__(self,
+                 variances: Sequence[float] = DEFAULT_VARIANCES,
+                 pos_iou_thr: float = 0.35,
+                 min_best_iou: float = 0.2,
+                 neg_pos_ratio: float = 7,
+                 loc_weight: float = 2.0,
+                 return_stats: bool = False) -> None:
+        super().__init__()
+        self.variances = tuple(float(v) for v in variances)
+        self.pos_iou_thr = pos_iou_thr
+        self.min_best_iou = min_best_iou
+        self.neg_pos_ratio = neg_pos_ratio
+        self.loc_weight = loc_weight
+        self.return_stats = return_stats
+
+    def forward(self, cls_logits: Tensor, bbox_deltas: Tensor, kpt_deltas: Tensor,
+                priors: Tensor, gt_bboxes: Sequence[Tensor], gt_keypoints: Sequence[Tensor],
+                gt_keypoints_visible: Optional[Sequence[Tensor]] = None) -> Dict[str, Tensor]:
+        return multibox_loss(cls_logits, bbox_deltas, kpt_deltas, priors, gt_bboxes,
+                             gt_keypoints, gt_keypoints_visible, self.variances,
+                             self.pos_iou_thr, self.min_best_iou, self.neg_pos_ratio,
+                             self.loc_weight, self.return_stats)

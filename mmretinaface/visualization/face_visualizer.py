@@ -1,0 +1,72 @@
+"""mmdet's DetLocalVisualizer plus facial landmarks, one colour per point."""
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from mmengine.structures import InstanceData
+
+from mmdet.registry import VISUALIZERS
+from mmdet.visualization import DetLocalVisualizer
+
+# RGB colours for left eye, right eye, nose, left mouth corner, right mouth corner.
+KEYPOINT_COLORS: Tuple[Tuple[int, int, int], ...] = (
+    (255, 0, 0), (0, 255, 255), (255, 0, 255), (0, 255, 0), (0, 0, 255))
+
+
+def keypoint_colors(num_keypoints: int) -> List[Tuple[int, int, int]]:
+    """One colour per landmark; the five defaults repeat for other counts."""
+    return [KEYPOINT_COLORS[i % len(KEYPOINT_COLORS)] for i in range(num_keypoints)]
+
+
+@VISUALIZERS.register_module()
+class FaceLocalVisualizer(DetLocalVisualizer):
+    """Draws boxes, scores and landmarks (``instances.keypoints``).
+
+    Args:
+        keypoint_radius: circle radius in pixels; ``None`` scales it with the
+            face size.
+        keypoint_colors: RGB colour per landmark (defaults: :data:`KEYPOINT_COLORS`).
+        min_keypoint_visibility: points whose ``keypoints_visible`` is below
+            this are not drawn (GT faces without landmarks).
+    """
+
+    def __init__(self, *args, keypoint_radius: Optional[int] = None,
+                 keypoint_colors: Optional[Sequence[Sequence[int]]] = None,
+                 min_keypoint_visibility: float = 0.5, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.keypoint_radius = keypoint_radius
+        self.keypoint_colors = keypoint_colors
+        self.min_keypoint_visibility = min_keypoint_visibility
+
+    def _draw_instances(self, image: np.ndarray, instances: InstanceData,
+                        classes: Optional[List[str]], palette: Optional[List[tuple]]
+                        ) -> np.ndarray:
+        drawn = super()._draw_instances(image, instances, classes, palette)
+        if 'keypoints' not in instances or len(instances) == 0:
+            return drawn
+        self.set_image(drawn)
+        points = _to_numpy(instances.keypoints).reshape(len(instances), -1, 2)
+        visible = (_to_numpy(instances.keypoints_visible) >= self.min_keypoint_visibility
+                   if 'keypoints_visible' in instances else np.ones(points.shape[:2], bool))
+        colors = (list(map(tuple, self.keypoint_colors)) if self.keypoint_colors
+                  else keypoint_colors(points.shape[1]))
+        if 'bboxes' in instances:
+            boxes = _to_numpy(instances.bboxes)
+            sizes = np.sqrt(np.clip((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]),
+                                    1, None))
+        else:
+            sizes = np.full(len(points), 40.0)
+        for face_points, face_visible, size in zip(points, visible, sizes):
+            radius = self.keypoint_radius or max(1, int(round(size / 30)))
+            for k, (point, vis) in enumerate(zip(face_points, face_visible)):
+                if vis:
+                    self.draw_circles(point[None], np.array([radius]),
+                                      edge_colors=[colors[k % len(colors)]],
+                                      face_colors=[colors[k % len(colors)]], alpha=1.0)
+        return self.get_image()
+
+
+def _to_numpy(value) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
