@@ -62,7 +62,10 @@ def reference_detections(session, bgr: np.ndarray, score_thr: float):
     ``retinaface.postprocess`` truncates to int in ``create_face``; we capture
     the float boxes / points it would truncate.
     """
-    import retinaface.postprocess as post
+    import importlib
+
+    # the package re-exports a function named like the module: fetch the module itself
+    post = importlib.import_module('retinaface.postprocess')
     captured = []
 
     def capture(box, score, pts):

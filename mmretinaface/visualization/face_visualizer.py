@@ -30,10 +30,10 @@ class FaceLocalVisualizer(DetLocalVisualizer):
             this are not drawn (GT faces without landmarks).
     """
 
-    def __init__(self, *args, keypoint_radius: Optional[int] = None,
+    def __init__(self, name: str = 'visualizer', *, keypoint_radius: Optional[int] = None,
                  keypoint_colors: Optional[Sequence[Sequence[int]]] = None,
                  min_keypoint_visibility: float = 0.5, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(name=name, **kwargs)
         self.keypoint_radius = keypoint_radius
         self.keypoint_colors = keypoint_colors
         self.min_keypoint_visibility = min_keypoint_visibility

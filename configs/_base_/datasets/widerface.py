@@ -7,7 +7,7 @@ backend_args = None
 train_pipeline = [
     dict(type='LoadImageFromFile', backend_args=backend_args),
     dict(type='LoadFaceAnnotations'),
-    dict(type='FaceRandomSquareCrop'),
+    dict(type='RandomSquareCrop'),
     dict(type='PhotoMetricDistortion'),
     dict(type='PadToSquareIfCropFailed'),
     dict(type='RandomFlipWithLandmarks', prob=0.5),
@@ -17,8 +17,8 @@ train_pipeline = [
 # Original image size (the reference's WIDER FACE protocol); batch 1.
 test_pipeline = [
     dict(type='LoadImageFromFile', backend_args=backend_args),
-    dict(type='Resize', scale_factor=1.0, keep_ratio=True),
     dict(type='LoadFaceAnnotations'),
+    dict(type='ResizeWithLandmarks', scale_factor=1.0, keep_ratio=True),
     dict(type='PackFaceInputs',
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
@@ -55,3 +55,34 @@ test_dataloader = val_dataloader
 
 val_evaluator = dict(type='WiderFaceMetric', gt_dir=data_root + 'ground_truth/')
 test_evaluator = val_evaluator
+
+# Test-time scale protocols (tools/test.py --scale-protocol NAME picks one):
+# original size (default, above), fixed VGA (fit in 640x480), and the reference's
+# single scale (shorter side 1600, longer side <= 2150).
+test_scale_protocols = dict(
+    original=dict(type='ResizeWithLandmarks', scale_factor=1.0, keep_ratio=True),
+    vga=dict(type='ResizeWithLandmarks', scale=(640, 480), keep_ratio=True),
+    reference=dict(type='ResizeWithLandmarks', scale=(2150, 1600), keep_ratio=True),
+)
+
+# Horizontal-flip test-time augmentation (tools/test.py --tta): landmarks are
+# mirrored back and left/right swapped before the views are merged.
+tta_model = dict(
+    type='FaceTTAModel',
+    flip_indices=[1, 0, 2, 4, 3],
+    tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.4), max_per_img=750))
+tta_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=backend_args),
+    dict(type='LoadFaceAnnotations'),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [dict(type='ResizeWithLandmarks', scale_factor=1.0, keep_ratio=True)],
+            # the unflipped view first: its ground truth is the one evaluated
+            [dict(type='RandomFlipWithLandmarks', prob=0.0),
+             dict(type='RandomFlipWithLandmarks', prob=1.0)],
+            [dict(type='PackFaceInputs',
+                  meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor',
+                             'flip', 'flip_direction'))],
+        ])
+]

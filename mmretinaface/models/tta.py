@@ -1,0 +1,67 @@
+"""Horizontal-flip test-time augmentation that merges landmarks correctly."""
+from typing import List
+
+import torch
+from mmcv.ops import batched_nms
+from mmengine.model import BaseTTAModel
+from mmengine.structures import InstanceData
+
+from mmdet.registry import MODELS
+from mmdet.structures import DetDataSample
+
+
+def unflip_instances(instances: InstanceData, width: float, flip_indices: List[int]
+                     ) -> InstanceData:
+    """Map predictions on a mirrored image back: ``x -> W - x``, swap left/right points."""
+    out = instances.clone()
+    boxes = instances.bboxes
+    out.bboxes = torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]],
+                             dim=-1)
+    if 'keypoints' in instances:
+        points = instances.keypoints.clone()
+        points[..., 0] = width - points[..., 0]
+        out.keypoints = points[:, flip_indices]
+    return out
+
+
+@MODELS.register_module()
+class FaceTTAModel(BaseTTAModel):
+    """Merge the views of ``TestTimeAug`` (e.g. original + mirrored) with one more NMS.
+
+    Each view's predictions are in original-image pixels (``rescale=True``);
+    mirrored views are mapped back with :func:`unflip_instances` using the
+    ``flip_indices`` of the dataset (``[1, 0, 2, 4, 3]`` for 5 points).
+
+    Args:
+        tta_cfg: ``nms`` (an mmcv NMS config) and ``max_per_img``.
+        flip_indices: left/right permutation of the landmarks.
+    """
+
+    def __init__(self, tta_cfg: dict = None, flip_indices: List[int] = (1, 0, 2, 4, 3),
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.tta_cfg = tta_cfg or dict(nms=dict(type='nms', iou_threshold=0.4), max_per_img=750)
+        self.flip_indices = list(flip_indices)
+
+    def merge_preds(self, data_samples_list: List[List[DetDataSample]]) -> List[DetDataSample]:
+        return [self._merge_single(views) for views in data_samples_list]
+
+    def _merge_single(self, views: List[DetDataSample]) -> DetDataSample:
+        merged = []
+        for view in views:
+            pred = view.pred_instances
+            if view.metainfo.get('flip', False):
+                if view.metainfo.get('flip_direction', 'horizontal') != 'horizontal':
+                    raise ValueError('FaceTTAModel only undoes horizontal flips')
+                pred = unflip_instances(pred, float(view.ori_shape[1]), self.flip_indices)
+            merged.append(pred)
+        preds = InstanceData.cat(merged)
+        if len(preds):
+            _, keep = batched_nms(preds.bboxes, preds.scores, preds.labels, self.tta_cfg['nms'])
+            preds = preds[keep]
+        max_per_img = self.tta_cfg.get('max_per_img', -1)
+        if max_per_img > 0:
+            preds = preds[:max_per_img]
+        result = views[0].clone()  # keeps the unflipped view's gt and metainfo
+        result.pred_instances = preds
+        return result

@@ -1,0 +1,100 @@
+#!/usr/bin/env python
+"""Evaluate a checkpoint (WIDER FACE easy/medium/hard AP + landmark NME).
+
+Examples:
+  python tools/test.py configs/retinaface_mobilenet0.25_widerface.py CKPT
+  python tools/test.py CONFIG CKPT --scale-protocol reference --tta
+  python tools/test.py CONFIG CKPT --out-dir outputs/widerface_txt   # official txt layout
+  python tools/test.py CONFIG CKPT --gt-dir data/widerface/ground_truth --plot pr.png
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+from mmengine.config import Config, DictAction
+
+SCALE_PROTOCOLS = ('original', 'vga', 'reference')
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config')
+    parser.add_argument('checkpoint')
+    parser.add_argument('--work-dir', help='where the log, metrics and PR plot go')
+    parser.add_argument('--out-dir', help='also write predictions in the official WIDER FACE '
+                        'layout (one folder per event, one txt per image)')
+    parser.add_argument('--gt-dir', help='folder with the official .mat ground truth')
+    parser.add_argument('--plot', help='PR-curve PNG (default: WORK_DIR/pr_curves.png)')
+    parser.add_argument('--scale-protocol', choices=SCALE_PROTOCOLS,
+                        help='test scale: original size (default), fixed VGA, or the '
+                        "reference's shorter side 1600 / longer side <= 2150")
+    parser.add_argument('--tta', action='store_true', help='horizontal-flip test-time aug')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def _replace_resize(pipeline: list, resize: dict) -> None:
+    for i, step in enumerate(pipeline):
+        if step['type'] in ('ResizeWithLandmarks', 'Resize', 'mmdet.Resize'):
+            pipeline[i] = dict(resize)
+            return
+        if step['type'] == 'TestTimeAug':
+            step['transforms'][0] = [dict(resize)]
+            return
+    raise ValueError('no Resize step in the test pipeline to apply --scale-protocol to')
+
+
+def build_config(args) -> Config:
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    cfg.load_from = args.checkpoint
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    evaluator = cfg.test_evaluator
+    if args.gt_dir is not None:
+        evaluator.gt_dir = args.gt_dir
+    if args.out_dir is not None:
+        evaluator.out_dir = args.out_dir
+    evaluator.plot_file = args.plot or osp.join(cfg.work_dir, 'pr_curves.png')
+    if args.tta:
+        if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
+            raise ValueError(f'{args.config} defines no tta_model / tta_pipeline')
+        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+        cfg.tta_model.module = cfg.model
+        cfg.model = cfg.tta_model
+    if args.scale_protocol is not None:
+        _replace_resize(cfg.test_dataloader.dataset.pipeline,
+                        cfg.test_scale_protocols[args.scale_protocol])
+    return cfg
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from mmengine.runner import Runner
+
+    from mmretinaface.utils import allow_runner_checkpoint_globals, init_cpu_distributed
+    allow_runner_checkpoint_globals()
+    cfg = build_config(args)
+    if args.launcher == 'pytorch' and init_cpu_distributed():
+        cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
+    runner = Runner.from_cfg(cfg)
+    metrics = runner.test()
+    for key, value in metrics.items():
+        print(f'{key}: {value:.4f}' if isinstance(value, float) else f'{key}: {value}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
