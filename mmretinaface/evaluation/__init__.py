@@ -4,13 +4,26 @@ Importing this package registers ``WiderFaceMetric`` in ``mmdet.registry.METRICS
 """
 from .landmark_metrics import default_landmark_pairs, landmark_nme, match_faces, pair_direction
 from .plots import plot_pr_curves
-from .widerface_io import (load_widerface_predictions, read_prediction_file,
-                           write_widerface_predictions)
+from .widerface_io import (
+                           load_widerface_predictions,
+                           read_prediction_file,
+                           write_widerface_predictions,
+)
 from .widerface_metric import WiderFaceMetric
-from .widerface_protocol import (WIDERFACE_SETTINGS, PRCurve, WiderFaceGT, WiderFaceResult,
-                                 bbox_overlaps_plus1, evaluate_images, evaluate_widerface,
-                                 image_key, load_widerface_gt, normalize_scores, voc_ap,
-                                 xyxy_to_xywh)
+from .widerface_protocol import (
+                           WIDERFACE_SETTINGS,
+                           PRCurve,
+                           WiderFaceGT,
+                           WiderFaceResult,
+                           bbox_overlaps_plus1,
+                           evaluate_images,
+                           evaluate_widerface,
+                           image_key,
+                           load_widerface_gt,
+                           normalize_scores,
+                           voc_ap,
+                           xyxy_to_xywh,
+)
 
 __all__ = [
     'WiderFaceMetric', 'WiderFaceGT', 'WiderFaceResult', 'PRCurve', 'WIDERFACE_SETTINGS',

@@ -10,9 +10,10 @@ The reader also accepts a first line with the extension and/or a path prefix
 (``0--Parade/0_Parade_marchingband_1_20.jpg``), as the official python tool
 does, but the name must be the file's own name.
 """
+import math
 import os
 import os.path as osp
-from typing import Dict, Iterable, Mapping, Optional, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -22,6 +23,39 @@ from .widerface_protocol import check_predictions
 def _first_line_matches(first_line: str, stem: str) -> bool:
     name = first_line.strip().replace('\\', '/').split('/')[-1]
     return name == stem or osp.splitext(name)[0] == stem
+
+
+def _parse_fast(body: List[str]) -> Optional[np.ndarray]:
+    """numpy's C parser for the common, well-formed case; ``None`` if anything is off."""
+    if not any(line.strip() for line in body):
+        return np.zeros((0, 5))
+    try:
+        boxes = np.loadtxt(body, dtype=np.float64, ndmin=2, comments=None)
+    except ValueError:
+        return None
+    if boxes.shape[1] != 5 or not np.isfinite(boxes).all():
+        return None
+    return boxes
+
+
+def _parse_lines(path: str, body: List[str]) -> np.ndarray:
+    """Line-by-line parse that names the first bad line."""
+    rows = []
+    for lineno, line in enumerate(body, start=3):
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            if len(fields) != 5:
+                raise ValueError
+            values = [float(v) for v in fields]
+        except ValueError:
+            raise ValueError(f'{path}, line {lineno}: expected "x y w h score", '
+                             f'got {line!r}') from None
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError(f'{path}, line {lineno}: NaN or infinite value in {line!r}')
+        rows.append(values)
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 5)
 
 
 def read_prediction_file(path: str) -> Tuple[str, np.ndarray]:
@@ -46,24 +80,12 @@ def read_prediction_file(path: str) -> Tuple[str, np.ndarray]:
     except ValueError:
         raise ValueError(f'{path}, line 2: expected the number of boxes, '
                          f'got {lines[1]!r}') from None
-    rows = []
-    for lineno, line in enumerate(lines[2:], start=3):
-        fields = line.split()
-        if not fields:
-            continue
-        try:
-            if len(fields) != 5:
-                raise ValueError
-            values = [float(v) for v in fields]
-        except ValueError:
-            raise ValueError(f'{path}, line {lineno}: expected "x y w h score", '
-                             f'got {line!r}') from None
-        if not np.isfinite(values).all():
-            raise ValueError(f'{path}, line {lineno}: NaN or infinite value in {line!r}')
-        rows.append(values)
-    if count != len(rows):
-        raise ValueError(f'{path}: count line says {count} boxes, found {len(rows)}')
-    boxes = np.asarray(rows, dtype=np.float64).reshape(-1, 5)
+    body = lines[2:]
+    boxes = _parse_fast(body)
+    if boxes is None:  # something is off: parse line by line for a precise error
+        boxes = _parse_lines(path, body)
+    if count != len(boxes):
+        raise ValueError(f'{path}: count line says {count} boxes, found {len(boxes)}')
     return stem, boxes
 
 
@@ -101,6 +123,7 @@ def write_widerface_predictions(out_dir: str, predictions: Mapping[str, np.ndarr
     Raises:
         ValueError: a key without an event folder, or NaN scores.
     """
+    line_fmt = ' '.join([box_fmt] * 4 + [score_fmt])
     count = 0
     for key in (predictions if keys is None else keys):
         event, sep, name = key.rpartition('/')
@@ -111,9 +134,7 @@ def write_widerface_predictions(out_dir: str, predictions: Mapping[str, np.ndarr
         event_dir = osp.join(out_dir, event)
         os.makedirs(event_dir, exist_ok=True)
         lines = [name, str(len(pred))]
-        for x, y, w, h, s in pred:
-            lines.append(' '.join([box_fmt.format(x), box_fmt.format(y), box_fmt.format(w),
-                                   box_fmt.format(h), score_fmt.format(s)]))
+        lines.extend(line_fmt.format(*row) for row in pred.tolist())
         with open(osp.join(event_dir, name + '.txt'), 'w', encoding='utf-8') as f:
             f.write('\n'.join(lines) + '\n')
         count += 1

@@ -13,17 +13,24 @@ import os.path as osp
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from mmdet.registry import METRICS
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger
-
-from mmdet.registry import METRICS
 
 from .landmark_metrics import default_landmark_pairs, landmark_nme, match_faces, pair_direction
 from .plots import plot_pr_curves
 from .widerface_io import write_widerface_predictions
-from .widerface_protocol import (GT_FILE, SETTING_FILE, WIDERFACE_SETTINGS, WiderFaceGT,
-                                 evaluate_images, evaluate_widerface, image_key,
-                                 load_widerface_gt, xyxy_to_xywh)
+from .widerface_protocol import (
+    GT_FILE,
+    SETTING_FILE,
+    WIDERFACE_SETTINGS,
+    WiderFaceGT,
+    evaluate_images,
+    evaluate_widerface,
+    image_key,
+    load_widerface_gt,
+    xyxy_to_xywh,
+)
 
 
 def _get(obj: Any, key: str, default: Any = None) -> Any:
