@@ -137,21 +137,22 @@ def parse_wider_bbx_gt(lines: Iterable[str], filename: str = '<labels>') -> List
         lineno, name = rows[i]
         tokens = name.split()
         if all(_is_number(t) for t in tokens):
+            hint = ('does the previous face count match its face lines?' if images
+                    else 'a face line before any image line?')
             raise _error(filename, lineno,
-                         'expected an image name line but got numbers '
-                         '(does the previous face count match its face lines?)', name)
+                         f'expected an image name line but got numbers ({hint})', name)
         image = ImageLabels(path=name, lineno=lineno)
         images.append(image)
         i += 1
         if i >= len(rows):
             raise _error(filename, lineno, 'image line is not followed by a face count', name)
-        lineno, count_line = rows[i]
+        count_lineno, count_line = rows[i]
         try:
             count = int(count_line)
         except ValueError:
             count = -1
         if count < 0:
-            raise _error(filename, lineno,
+            raise _error(filename, count_lineno,
                          f'expected a non-negative face count for {name}', count_line)
         i += 1
         if count == 0:
@@ -160,7 +161,7 @@ def parse_wider_bbx_gt(lines: Iterable[str], filename: str = '<labels>') -> List
             continue
         for k in range(count):
             if i >= len(rows):
-                raise _error(filename, lineno,
+                raise _error(filename, count_lineno,
                              f'file ends after {k} of {count} faces for {name}', count_line)
             lineno, line = rows[i]
             tokens = line.split()

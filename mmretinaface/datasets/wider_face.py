@@ -10,8 +10,13 @@ from mmdet.registry import DATASETS
 from mmengine.fileio import get_text
 from mmengine.logging import print_log
 
-from .label_io import (FaceLabel, ImageLabels, detect_label_format, parse_retinaface_labels,
-                       parse_wider_bbx_gt)
+from .label_io import (
+    FaceLabel,
+    ImageLabels,
+    detect_label_format,
+    parse_retinaface_labels,
+    parse_wider_bbx_gt,
+)
 
 FIVE_POINT_NAMES = ('left_eye', 'right_eye', 'nose', 'left_mouth', 'right_mouth')
 FIVE_POINT_FLIP = [1, 0, 2, 4, 3]

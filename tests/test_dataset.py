@@ -1,0 +1,198 @@
+"""WiderFaceDataset: both label formats, ignore / empty-image policy, errors, COCO route."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mmretinaface.datasets import WiderFaceDataset
+
+RETINAFACE_LABELS = """\
+# 0--Parade/a.jpg
+10 20 30 40 15.0 30.0 0.0 35.0 30.0 0.0 25.0 40.0 0.0 18.0 50.0 0.0 32.0 50.0 0.0 0.82
+100 100 20 24 -1.0 -1.0 -1.0 -1.0 -1.0 -1.0 -1.0 -1.0 -1.0 -1.0 -1.0 -1.0 -1.0 -1.0 -1.0 0.5
+# 0--Parade/b.jpg
+5 5 0 10 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 0.1
+# 1--Handshaking/c.jpg
+"""
+
+WIDER_GT = """\
+0--Parade/a.jpg
+2
+10 20 30 40 0 0 0 0 0 0
+50 60 8 9 2 0 0 1 0 0
+0--Parade/empty.jpg
+0
+0 0 0 0 0 0 0 0 0 0
+1--Handshaking/c.jpg
+1
+1 2 3 4 0 0 0 0 0 0
+"""
+
+
+def _dataset(tmp_path: Path, text: str, name: str = 'label.txt', **kwargs) -> WiderFaceDataset:
+    (tmp_path / name).write_text(text)
+    kwargs.setdefault('data_prefix', dict(img='images/'))
+    return WiderFaceDataset(data_root=str(tmp_path), ann_file=name, pipeline=[], **kwargs)
+
+
+def test_metainfo():
+    meta = WiderFaceDataset.METAINFO
+    assert meta['classes'] == ('face',)
+    assert meta['flip_indices'] == [1, 0, 2, 4, 3]
+    assert meta['keypoint_names'] == ('left_eye', 'right_eye', 'nose', 'left_mouth',
+                                      'right_mouth')
+
+
+def test_retinaface_labels(tmp_path):
+    ds = _dataset(tmp_path, RETINAFACE_LABELS)
+    assert len(ds) == 3
+    assert ds.metainfo['num_keypoints'] == 5
+    info = ds.get_data_info(0)
+    assert info['img_path'] == str(tmp_path / 'images' / '0--Parade' / 'a.jpg')
+    assert info['img_id'] == '0--Parade/a'
+    assert info['flip_indices'] == [1, 0, 2, 4, 3]
+    assert info['num_keypoints'] == 5
+    face, no_landmarks = info['instances']
+    assert face['bbox'] == [10.0, 20.0, 40.0, 60.0]  # x, y, x + w, y + h
+    assert face['bbox_label'] == 0 and face['ignore_flag'] == 0
+    np.testing.assert_allclose(face['keypoints'],
+                               [[15, 30], [35, 30], [25, 40], [18, 50], [32, 50]])
+    np.testing.assert_array_equal(face['keypoints_visible'], np.ones(5))
+    assert face['keypoints'].shape == (5, 2) and face['keypoints'].dtype == np.float32
+    np.testing.assert_array_equal(no_landmarks['keypoints_visible'], np.zeros(5))
+    assert no_landmarks['ignore_flag'] == 0
+    degenerate = ds.get_data_info(1)['instances'][0]
+    assert degenerate['ignore_flag'] == 1  # w = 0
+    assert ds.get_data_info(2)['instances'] == []
+
+
+def test_partial_landmarks_visibility(tmp_path):
+    line = '0 0 50 50 10 10 0 -1 -1 -1 25 25 0 12 40 0 38 40 0 1.0'
+    ds = _dataset(tmp_path, f'# x.jpg\n{line}\n')
+    np.testing.assert_array_equal(ds.get_data_info(0)['instances'][0]['keypoints_visible'],
+                                  [1, 0, 1, 1, 1])
+
+
+def test_val_format_and_image_size(tmp_path):
+    ds = _dataset(tmp_path, '# 0--Parade/a.jpg 1024 768\n1 2 3 4\n5 6 7 8\n# b.jpg\n')
+    info = ds.get_data_info(0)
+    assert (info['width'], info['height']) == (1024, 768)
+    assert info['img_path'].endswith('0--Parade/a.jpg')
+    assert [i['bbox'] for i in info['instances']] == [[1, 2, 4, 6], [5, 6, 12, 14]]
+    for inst in info['instances']:
+        np.testing.assert_array_equal(inst['keypoints_visible'], np.zeros(5))
+    assert 'width' not in ds.get_data_info(1)
+
+
+def test_filter_empty_gt(tmp_path):
+    ds = _dataset(tmp_path, RETINAFACE_LABELS, filter_cfg=dict(filter_empty_gt=True))
+    # b.jpg only has an ignored (degenerate) face and c.jpg none: both dropped.
+    assert [ds.get_data_info(i)['img_id'] for i in range(len(ds))] == ['0--Parade/a']
+    ds = _dataset(tmp_path, RETINAFACE_LABELS, filter_cfg=dict(filter_empty_gt=True),
+                  test_mode=True)
+    assert len(ds) == 3
+
+
+def test_official_bbx_gt(tmp_path):
+    ds = _dataset(tmp_path, WIDER_GT, name='wider_face_val_bbx_gt.txt')
+    assert len(ds) == 3
+    first = ds.get_data_info(0)['instances']
+    assert [i['bbox'] for i in first] == [[10, 20, 40, 60], [50, 60, 58, 69]]
+    assert [i['ignore_flag'] for i in first] == [0, 1]  # the second is `invalid`
+    np.testing.assert_array_equal(first[0]['keypoints_visible'], np.zeros(5))
+    assert ds.get_data_info(1)['instances'] == []
+    assert ds.get_data_info(2)['instances'][0]['bbox'] == [1, 2, 4, 6]
+
+
+def test_official_count_zero_without_placeholder(tmp_path):
+    ds = _dataset(tmp_path, 'a.jpg\n0\nb.jpg\n1\n1 2 3 4 0 0 0 0 0 0\n', label_format='wider')
+    assert [len(ds.get_data_info(i)['instances']) for i in range(2)] == [0, 1]
+
+
+@pytest.mark.parametrize('text, lineno, reason', [
+    ('# a.jpg\n1 2 3 4 5 6 7\n', 2, 'fields'),
+    ('# a.jpg\n1 2 3 4\n1 2 three 4\n', 3, 'non-numeric'),
+    ('1 2 3 4\n# a.jpg\n', 1, 'before any'),
+    ('# a.jpg\n\n1 2 3 nan\n', 3, 'non-finite'),
+])
+def test_retinaface_malformed(tmp_path, text, lineno, reason):
+    with pytest.raises(ValueError) as err:
+        _dataset(tmp_path, text, name='bad_label.txt', label_format='retinaface')
+    msg = str(err.value)
+    assert 'bad_label.txt' in msg and f'line {lineno}' in msg and reason in msg
+
+
+@pytest.mark.parametrize('text, lineno, reason', [
+    # count says 2, one face follows, then the next image name
+    ('a.jpg\n2\n1 2 3 4 0 0 0 0 0 0\nb.jpg\n0\n', 4, 'face count match'),
+    # count says 1, two faces follow
+    ('a.jpg\n1\n1 2 3 4 0 0 0 0 0 0\n1 2 3 4 0 0 0 0 0 0\n', 4, 'face count match'),
+    ('a.jpg\ntwo\n1 2 3 4 0 0 0 0 0 0\n', 2, 'face count'),
+    ('a.jpg\n1\n1 2 3 4 0 0 0 x 0 0\n', 3, 'non-numeric'),
+    ('a.jpg\n1\n1 2 3 4 0 0\n', 3, 'expected 10 fields'),
+    ('a.jpg\n2\n1 2 3 4 0 0 0 0 0 0\n', 2, 'file ends'),
+    ('a.jpg\n', 1, 'face count'),
+    ('1 2 3 4 0 0 0 0 0 0\na.jpg\n0\n', 1, 'before any image line'),
+])
+def test_official_malformed(tmp_path, text, lineno, reason):
+    with pytest.raises(ValueError) as err:
+        _dataset(tmp_path, text, name='wider_face_bad_bbx_gt.txt', label_format='wider')
+    msg = str(err.value)
+    assert 'wider_face_bad_bbx_gt.txt' in msg and f'line {lineno}' in msg and reason in msg
+
+
+def test_generic_num_keypoints(tmp_path):
+    text = '# a.jpg\n0 0 10 10 1 1 0 9 1 0 5 8 0 0.9\n'
+    with pytest.raises(ValueError, match='flip_indices'):
+        _dataset(tmp_path, text, num_keypoints=3)
+    ds = _dataset(tmp_path, text, num_keypoints=3,
+                  metainfo=dict(keypoint_names=('l', 'r', 'c'), flip_indices=[1, 0, 2]))
+    inst = ds.get_data_info(0)['instances'][0]
+    assert inst['keypoints'].shape == (3, 2)
+    assert ds.metainfo['num_keypoints'] == 3
+    assert ds.get_data_info(0)['flip_indices'] == [1, 0, 2]
+
+
+def test_coco_to_retinaface(tmp_path):
+    from tools.coco_to_retinaface import main
+
+    kps_full = [12, 14, 2, 28, 14, 2, 20, 20, 2, 14, 27, 1, 26, 27, 2]
+    kps_part = [0, 0, 0, 70, 64, 2, 66, 68, 2, 61, 73, 2, 69, 73, 2]
+    coco = dict(
+        images=[dict(id=2, file_name='ev/b.jpg', width=100, height=100),
+                dict(id=1, file_name='ev/a.jpg', width=100, height=100)],
+        annotations=[
+            dict(id=1, image_id=1, category_id=1, bbox=[10, 10, 20, 22], keypoints=kps_full,
+                 num_keypoints=5, iscrowd=0),
+            dict(id=2, image_id=1, category_id=1, bbox=[58, 58, 14, 20], keypoints=kps_part,
+                 num_keypoints=4, iscrowd=0),
+            dict(id=3, image_id=1, category_id=1, bbox=[0, 0, 99, 99], keypoints=[0] * 15,
+                 iscrowd=1),
+        ],
+        categories=[dict(id=1, name='face', keypoints=['left_eye', 'right_eye', 'nose',
+                                                       'left_mouth', 'right_mouth'])])
+    src = tmp_path / 'coco.json'
+    src.write_text(json.dumps(coco))
+    assert main([str(src), str(tmp_path / 'label.txt')]) == 0
+    ds = _dataset(tmp_path, (tmp_path / 'label.txt').read_text())
+    assert [ds.get_data_info(i)['img_id'] for i in range(2)] == ['ev/a', 'ev/b']
+    full, part = ds.get_data_info(0)['instances']  # the crowd face is skipped
+    assert full['bbox'] == [10, 10, 30, 32]
+    np.testing.assert_allclose(full['keypoints'], np.reshape(kps_full, (5, 3))[:, :2])
+    np.testing.assert_array_equal(full['keypoints_visible'], np.ones(5))
+    np.testing.assert_array_equal(part['keypoints_visible'], [0, 1, 1, 1, 1])
+    np.testing.assert_allclose(part['keypoints'][1:], np.reshape(kps_part, (5, 3))[1:, :2])
+    assert ds.get_data_info(1)['instances'] == []
+
+
+def test_coco_keypoint_order(tmp_path):
+    from tools.coco_to_retinaface import coco_to_retinaface_lines
+
+    coco = dict(images=[dict(id=1, file_name='a.jpg')],
+                annotations=[dict(id=1, image_id=1, category_id=1, bbox=[0, 0, 10, 10],
+                                  keypoints=[5, 5, 2, 1, 1, 2, 9, 1, 2])],
+                categories=[dict(id=1, name='face', keypoints=['nose', 'l', 'r'])])
+    lines = coco_to_retinaface_lines(coco, num_keypoints=3, keypoint_order=['l', 'r', 'nose'],
+                                     with_score=False)
+    assert lines == ['# a.jpg', '0 0 10 10 1 1 0 9 1 0 5 5 0']
