@@ -7,8 +7,7 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 from mmdet.registry import TRANSFORMS
 
-from ._utils import (boxes_like, boxes_to_numpy, num_instances, record_homography,
-                     select_instances)
+from ._utils import boxes_like, boxes_to_numpy, num_instances, record_homography, select_instances
 
 #: Reference crop sizes, as fractions of the image's short side.
 REFERENCE_SCALES = (0.3, 0.45, 0.6, 0.8, 1.0)
@@ -54,13 +53,18 @@ class RandomSquareCrop(BaseTransform):
 
     def _sample_window(self, width: int, height: int,
                        boxes: np.ndarray) -> Optional[Tuple[int, int, int]]:
-        """``(left, top, side)`` of an accepted window, or ``None``."""
+        """``(left, top, side)`` of an accepted window, or ``None``.
+
+        Uses the global ``np.random`` state, which mmengine seeds per process
+        and per dataloader worker (as mmdet's own random transforms do).
+        """
         short_side = min(width, height)
+        randint = np.random.randint  # noqa: NPY002
         for _ in range(self.max_tries):
-            scale = self.scales[np.random.randint(len(self.scales))]
+            scale = self.scales[randint(len(self.scales))]
             side = int(scale * short_side)
-            left = 0 if width == side else int(np.random.randint(width - side))
-            top = 0 if height == side else int(np.random.randint(height - side))
+            left = 0 if width == side else int(randint(width - side))
+            top = 0 if height == side else int(randint(height - side))
             inside = ((boxes[:, 0] >= left) & (boxes[:, 1] >= top)
                       & (boxes[:, 2] <= left + side) & (boxes[:, 3] <= top + side))
             if inside.any():

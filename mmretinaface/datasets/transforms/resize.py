@@ -49,7 +49,8 @@ class RandomInterpResize(BaseTransform):
     def transform(self, results: dict) -> dict:
         img = np.ascontiguousarray(results['img'])
         height, width = img.shape[:2]
-        interpolation = self.interpolations[np.random.randint(len(self.interpolations))]
+        # global np.random: seeded by mmengine per process / dataloader worker
+        interpolation = self.interpolations[np.random.randint(len(self.interpolations))]  # noqa: NPY002
         out_w, out_h = self.size
         results['img'] = mmcv.imresize(img, (out_w, out_h), interpolation=interpolation,
                                        backend='cv2')
