@@ -8,11 +8,14 @@ drawing call is shifted by -0.5.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple, Union
+from typing import List, Tuple, Union
 
 import cv2
 import numpy as np
+
+from .label_io import format_retinaface_face
 
 #: Canonical 5 points (left eye, right eye, nose, left/right mouth corner), in
 #: units of the face ellipse's half height, x right and y down, about its centre.
@@ -172,9 +175,8 @@ def render_synthetic_faces(rng: np.random.Generator,
             angle = float(rng.uniform(-max_rotation, max_rotation))
             jitter = rng.uniform(-0.03, 0.03, size=(5, 2))
             jitter[:, 0] += rng.uniform(-0.06, 0.06)  # a hint of yaw: shift all points sideways
-            box0, _ = face_geometry((0.0, 0.0), box_h / 2, angle, jitter)
-            half_w, half_h = box0[2], box0[3]
-            half_height = (box_h / 2) ** 2 / half_h  # so that the rotated box is box_h tall
+            t = math.radians(angle)  # half height so that the rotated box is box_h tall
+            half_height = box_h / 2 / math.hypot(FACE_ASPECT * math.sin(t), math.cos(t))
             box0, _ = face_geometry((0.0, 0.0), half_height, angle, jitter)
             half_w, half_h = box0[2], box0[3]
             if 2 * half_w >= width - 2 or 2 * half_h >= height - 2:
@@ -192,3 +194,70 @@ def render_synthetic_faces(rng: np.random.Generator,
         img=img,
         bboxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
         keypoints=np.asarray(landmarks, dtype=np.float32).reshape(-1, 5, 2))
+
+
+#: Event folders of the synthetic set, chosen by the number of faces.
+SYNTHETIC_EVENTS = ((1, '0--Single'), (3, '1--Few'), (10**9, '2--Many'))
+
+
+def _event_for(num_faces: int) -> str:
+    return next(name for limit, name in SYNTHETIC_EVENTS if num_faces <= limit)
+
+
+def write_synthetic_widerface(out_dir: str, num_images: int, seed: int = 0, size: int = 320,
+                              val_fraction: float = 0.2, jpeg_quality: int = 95,
+                              **render_kwargs) -> dict:
+    """Write a WIDER-style folder of drawn faces, deterministic for ``seed``.
+
+    Layout (RetinaFace format, landmarks in both splits so NME can be
+    evaluated; the val split also gets an official-style bbx_gt file)::
+
+        out_dir/train/images/<event>/<name>.jpg   out_dir/train/label.txt
+        out_dir/val/images/<event>/<name>.jpg     out_dir/val/label.txt
+        out_dir/val/wider_face_val_bbx_gt.txt
+
+    Image ``i`` is rendered from ``np.random.default_rng([seed, i])``; the
+    last ``round(num_images * val_fraction)`` images form the val split.
+    Returns a summary dict (image and face counts per split).
+    """
+    if num_images < 1:
+        raise ValueError(f'num_images must be >= 1, got {num_images}')
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f'val_fraction must be in [0, 1), got {val_fraction}')
+    num_val = int(round(num_images * val_fraction))
+    if num_images > 1 and val_fraction > 0:
+        num_val = min(max(num_val, 1), num_images - 1)
+    splits = {'train': range(num_images - num_val), 'val': range(num_images - num_val,
+                                                                num_images)}
+    summary = {'seed': seed, 'size': size}
+    for split, indices in splits.items():
+        split_dir = os.path.join(out_dir, split)
+        os.makedirs(os.path.join(split_dir, 'images'), exist_ok=True)
+        label_lines: List[str] = []
+        gt_lines: List[str] = []
+        num_faces = 0
+        for i in indices:
+            sample = render_synthetic_faces(np.random.default_rng([seed, i]), size=size,
+                                            **render_kwargs)
+            event = _event_for(len(sample.bboxes))
+            rel = f'{event}/{event.split("--")[0]}_{event.split("--")[1]}_synthetic_{i:06d}.jpg'
+            path = os.path.join(split_dir, 'images', rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            if not cv2.imwrite(path, sample.img, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]):
+                raise OSError(f'could not write {path}')
+            label_lines.append(f'# {rel}')
+            gt_lines += [rel, str(len(sample.bboxes))]
+            for box, kps in zip(sample.bboxes, sample.keypoints):
+                xywh = (box[0], box[1], box[2] - box[0], box[3] - box[1])
+                label_lines.append(format_retinaface_face(xywh, kps, score=1.0))
+                gt_lines.append(format_retinaface_face(xywh) + ' 0 0 0 0 0 0')
+            if not len(sample.bboxes):
+                gt_lines.append('0 0 0 0 0 0 0 0 0 0')
+            num_faces += len(sample.bboxes)
+        with open(os.path.join(split_dir, 'label.txt'), 'w') as f:
+            f.write('\n'.join(label_lines) + ('\n' if label_lines else ''))
+        if split == 'val':
+            with open(os.path.join(split_dir, 'wider_face_val_bbx_gt.txt'), 'w') as f:
+                f.write('\n'.join(gt_lines) + ('\n' if gt_lines else ''))
+        summary[split] = {'images': len(indices), 'faces': num_faces}
+    return summary
