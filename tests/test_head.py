@@ -1,10 +1,9 @@
 """RetinaFaceHead: shapes, a 68-point variant, and the predict path by hand."""
 import pytest
 import torch
-from mmengine.config import Config
-
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
+from mmengine.config import Config
 
 MODEL_CFG = 'configs/_base_/models/retinaface_mobilenet0.25.py'
 

@@ -5,9 +5,15 @@ from math import ceil
 import pytest
 import torch
 
-from mmretinaface.models.task_modules import (RetinaFacePriorGenerator, decode_boxes,
-                                              decode_landmarks, encode_boxes, encode_landmarks,
-                                              prior_boxes, reference_featmap_sizes)
+from mmretinaface.models.task_modules import (
+    RetinaFacePriorGenerator,
+    decode_boxes,
+    decode_landmarks,
+    encode_boxes,
+    encode_landmarks,
+    prior_boxes,
+    reference_featmap_sizes,
+)
 
 MIN_SIZES = [[16, 32], [64, 128], [256, 512]]
 STEPS = [8, 16, 32]

@@ -48,13 +48,18 @@ def main(argv=None) -> int:
 
 
 def convert(args) -> int:
-    from mmengine.config import Config
-
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
-    from mmretinaface.converters import (convert_reference_state_dict, detect_reference_body,
-                                         load_reference_checkpoint, load_state_dict_strict,
-                                         onnx_to_reference_state_dict, save_mmdet_checkpoint)
+    from mmengine.config import Config
+
+    from mmretinaface.converters import (
+        convert_reference_state_dict,
+        detect_reference_body,
+        load_reference_checkpoint,
+        load_state_dict_strict,
+        onnx_to_reference_state_dict,
+        save_mmdet_checkpoint,
+    )
 
     out = Path(args.out)
     if out.exists() and not args.force:

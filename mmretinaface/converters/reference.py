@@ -82,7 +82,7 @@ def detect_reference_body(state_dict: Mapping[str, Tensor]) -> str:
 
 def convert_reference_state_dict(state_dict: Mapping[str, Tensor]) -> 'OrderedDict[str, Tensor]':
     """Rename every entry; a ValueError lists all entries that have no counterpart."""
-    converted: 'OrderedDict[str, Tensor]' = OrderedDict()
+    converted: OrderedDict[str, Tensor] = OrderedDict()
     unknown = []
     for key, value in state_dict.items():
         bare = key[len('module.'):] if key.startswith('module.') else key
@@ -152,6 +152,15 @@ _ONNX_RULES: List[Tuple[re.Pattern, Callable[[re.Match], Tuple[str, Optional[str
 _ONNX_DUPLICATE = re.compile(r'^(/ssh\d/\w+/\w+\.0)_\d+/Conv$')
 
 
+def _onnx_conv_keys(node_name: str) -> Optional[Tuple[str, Optional[str]]]:
+    """(conv key, BN key or None) in reference names for an ONNX Conv node."""
+    for pattern, target in _ONNX_RULES:
+        match = pattern.match(node_name)
+        if match:
+            return target(match)
+    return None
+
+
 def onnx_to_reference_state_dict(model: Union[bytes, str]) -> 'OrderedDict[str, Tensor]':
     """Reference-named state dict from a BN-folded RetinaFace ONNX model.
 
@@ -172,7 +181,7 @@ def onnx_to_reference_state_dict(model: Union[bytes, str]) -> 'OrderedDict[str, 
             name = alias[name]
         return tensors[name]
 
-    state: 'OrderedDict[str, Tensor]' = OrderedDict()
+    state: OrderedDict[str, Tensor] = OrderedDict()
     seen: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
     unknown = []
     for node in graph.node:
@@ -187,15 +196,12 @@ def onnx_to_reference_state_dict(model: Union[bytes, str]) -> 'OrderedDict[str, 
                 raise ValueError(f'ONNX node {node.name} repeats a convolution with different '
                                  'weights; cannot convert')
             continue
-        for pattern, target in _ONNX_RULES:
-            match = pattern.match(node.name)
-            if match:
-                break
-        else:
+        keys = _onnx_conv_keys(node.name)
+        if keys is None:
             unknown.append(node.name)
             continue
         seen[node.name] = (weight, bias)
-        conv_key, bn_key = target(match)
+        conv_key, bn_key = keys
         state[f'{conv_key}.weight'] = torch.from_numpy(weight.copy())
         if bn_key is None:
             state[f'{conv_key}.bias'] = torch.from_numpy(bias.copy())

@@ -3,11 +3,10 @@ from typing import List
 
 import torch
 from mmcv.ops import batched_nms
-from mmengine.model import BaseTTAModel
-from mmengine.structures import InstanceData
-
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
+from mmengine.model import BaseTTAModel
+from mmengine.structures import InstanceData
 
 
 def unflip_instances(instances: InstanceData, width: float, flip_indices: List[int]

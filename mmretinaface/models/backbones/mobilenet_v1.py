@@ -7,12 +7,11 @@ channels, LeakyReLU 0.1) and its three taps ``stage1/2/3`` (strides 8/16/32,
 from typing import List, Sequence, Tuple
 
 from mmcv.cnn import ConvModule, DepthwiseSeparableConvModule
+from mmdet.registry import MODELS
+from mmdet.utils import ConfigType, OptMultiConfig
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
-
-from mmdet.registry import MODELS
-from mmdet.utils import ConfigType, OptMultiConfig
 
 # (out_channels at width 1.0, stride) of the depthwise-separable blocks per stage;
 # stage 1 starts with a plain 3x3 stride-2 convolution to 32 channels.

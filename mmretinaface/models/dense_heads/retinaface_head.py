@@ -4,13 +4,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from mmcv.ops import batched_nms
-from mmengine.config import ConfigDict
-from mmengine.structures import InstanceData
-from torch import Tensor, nn
-
 from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
 from mmdet.registry import MODELS, TASK_UTILS
 from mmdet.utils import ConfigType, InstanceList, OptConfigType, OptInstanceList, OptMultiConfig
+from mmengine.config import ConfigDict
+from mmengine.structures import InstanceData
+from torch import Tensor, nn
 
 from ..losses.multibox import multibox_loss
 from ..task_modules.coders import decode_boxes, decode_landmarks

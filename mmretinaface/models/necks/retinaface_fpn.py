@@ -8,11 +8,10 @@ from typing import List, Sequence, Tuple
 
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule
-from mmengine.model import BaseModule
-from torch import Tensor, nn
-
 from mmdet.registry import MODELS
 from mmdet.utils import ConfigType, OptMultiConfig
+from mmengine.model import BaseModule
+from torch import Tensor, nn
 
 
 @MODELS.register_module()

@@ -8,11 +8,10 @@ from typing import Sequence, Tuple
 
 import torch
 from mmcv.cnn import ConvModule, build_activation_layer
-from mmengine.model import BaseModule
-from torch import Tensor, nn
-
 from mmdet.registry import MODELS
 from mmdet.utils import ConfigType, OptMultiConfig
+from mmengine.model import BaseModule
+from torch import Tensor, nn
 
 
 class SSHBlock(BaseModule):

@@ -7,10 +7,9 @@ dimensions, so they serve per-image targets, batched losses and export.
 from typing import Sequence
 
 import torch
-from torch import Tensor
-
 from mmdet.models.task_modules.coders import BaseBBoxCoder
 from mmdet.registry import TASK_UTILS
+from torch import Tensor
 
 DEFAULT_VARIANCES = (0.1, 0.2)
 

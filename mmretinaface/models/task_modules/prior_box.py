@@ -12,9 +12,8 @@ from math import ceil
 from typing import List, Sequence, Tuple
 
 import torch
-from torch import Tensor
-
 from mmdet.registry import TASK_UTILS
+from torch import Tensor
 
 
 def level_prior_boxes(feat_hw: Tuple[int, int], step: int, min_sizes: Sequence[float],
