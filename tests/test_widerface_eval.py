@@ -599,7 +599,7 @@ def test_real_gt_full_protocol_is_fast(real):
     elapsed = time.perf_counter() - start
     n_preds = sum(len(p) for p in preds.values())
     print(f'\nfull protocol: {len(real)} images, {n_preds} predictions, {elapsed:.2f} s')
-    assert elapsed < 20, f'full protocol took {elapsed:.1f} s'
+    assert elapsed < 30, f'full protocol took {elapsed:.1f} s'
     assert all(0.2 < ap < 1 for ap in result.aps.values()), result.aps
 
 
@@ -891,6 +891,19 @@ def test_metric_fallback_and_landmarks(tmp_path):
 def xyxy_to_xywh_np(b):
     b = np.asarray(b, float)
     return np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], 1)
+
+
+def test_metric_without_any_gt_only_writes_predictions(tmp_path):
+    from mmengine.structures import InstanceData
+
+    sample = make_sample('/d/images/0--E/a.jpg', [[0, 0, 10, 10]], [0.7], as_dict=False)
+    sample.gt_instances = InstanceData()  # what packing gives in test mode without labels
+    metric = build_metric(out_dir=str(tmp_path))
+    metric.process({}, [sample, make_sample('/d/images/1--F/b.jpg', np.zeros((0, 4)), [])])
+    assert metric.evaluate(2) == {}
+    preds = load_widerface_predictions(str(tmp_path))
+    np.testing.assert_allclose(preds['0--E/a'], [[0, 0, 10, 10, 0.7]], rtol=1e-6)
+    assert preds['1--F/b'].shape == (0, 5)
 
 
 def test_metric_swapped_landmarks_pair_direction():
