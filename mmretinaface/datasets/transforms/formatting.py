@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
+import torch
 from mmdet.datasets.transforms import PackDetInputs
 from mmdet.registry import TRANSFORMS
 
@@ -20,6 +22,10 @@ class PackFaceInputs(PackDetInputs):
     ``ignored_instances`` with their landmarks. Meta keys missing from the
     results are skipped (mmdet behaviour), so the default ``meta_keys``
     (mmdet's plus ``crop_failed``) suit train and test pipelines.
+
+    The image is transposed to CHW with numpy: the same tensor as mmdet's,
+    but torch's CPU ``permute().contiguous()`` took ~30 ms for a 640x640
+    float image here, numpy ~1 ms.
     """
 
     mapping_table = {
@@ -30,3 +36,16 @@ class PackFaceInputs(PackDetInputs):
 
     def __init__(self, meta_keys: Sequence[str] = DEFAULT_META_KEYS) -> None:
         super().__init__(meta_keys=tuple(meta_keys))
+
+    def transform(self, results: dict) -> dict:
+        img = results.pop('img', None)
+        try:
+            packed = super().transform(results)
+        finally:
+            if img is not None:
+                results['img'] = img
+        if img is not None:
+            if img.ndim < 3:
+                img = img[..., None]
+            packed['inputs'] = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+        return packed
