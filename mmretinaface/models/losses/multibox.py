@@ -10,19 +10,21 @@ and the per-prior choices are made with ``scatter_reduce`` on the few
 Conventions (``docs/architecture.md``): priors ``(P, 4)`` (cx, cy, w, h) pixels,
 boxes xyxy pixels, landmarks ``(G, K, 2)`` pixels with visibility ``(G, K)``.
 """
-from typing import Dict, NamedTuple, Optional, Sequence
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
 from mmdet.registry import MODELS
+from mmdet.structures.bbox import get_box_tensor
+from torch import Tensor, nn
 
 from ..task_modules.coders import DEFAULT_VARIANCES, encode_boxes, encode_landmarks
 
-# Largest GT x prior IoU block held at once (elements; 2**26 float32 = 256 MiB).
-# A batch of 32 images x 120 faces x 16800 priors still fits in one block.
-MAX_IOU_BLOCK = 1 << 26
+# GT x prior IoUs are computed in blocks of at most this many elements, in
+# reused buffers: on GPU (2**26 float32 = 256 MiB) a batch of 32 images x 120
+# faces x 16800 priors is one block; on CPU smaller, cache-sized blocks are faster.
+IOU_BLOCK = {'cpu': 1 << 20}
+IOU_BLOCK_DEFAULT = 1 << 26
 
 
 class PriorMatch(NamedTuple):
@@ -40,21 +42,27 @@ def priors_to_xyxy(priors: Tensor) -> Tensor:
     return torch.cat([priors[..., :2] - half, priors[..., :2] + half], dim=-1)
 
 
-def box_iou(boxes: Tensor, others: Tensor) -> Tensor:
+def box_iou(boxes: Tensor, others: Tensor,
+            out: Optional[Tuple[Tensor, Tensor, Tensor]] = None) -> Tensor:
     """Plain IoU (no +1) between ``(n, 4)`` and ``(m, 4)`` xyxy boxes -> ``(n, m)``.
 
-    Same arithmetic as the reference ``jaccard``, written with in-place steps
-    so that only two ``(n, m)`` buffers are alive at a time.
+    Same arithmetic as the reference ``jaccard`` (so exact ties stay ties).
+    ``out`` takes three ``(n, m)`` buffers to work in; the first one is
+    returned. Reusing buffers matters on CPU, where touching freshly allocated
+    memory costs several times the arithmetic.
     """
-    inter = torch.min(boxes[:, None, 2], others[None, :, 2])
-    inter.sub_(torch.max(boxes[:, None, 0], others[None, :, 0])).clamp_(min=0)
-    height = torch.min(boxes[:, None, 3], others[None, :, 3])
-    height.sub_(torch.max(boxes[:, None, 1], others[None, :, 1])).clamp_(min=0)
-    inter.mul_(height)
+    if out is None:
+        out = tuple(boxes.new_empty((boxes.size(0), others.size(0))) for _ in range(3))
+    inter, buf_a, buf_b = out
+    torch.minimum(boxes[:, None, 2], others[None, :, 2], out=inter)
+    inter.sub_(torch.maximum(boxes[:, None, 0], others[None, :, 0], out=buf_a)).clamp_(min=0)
+    torch.minimum(boxes[:, None, 3], others[None, :, 3], out=buf_a)
+    buf_a.sub_(torch.maximum(boxes[:, None, 1], others[None, :, 1], out=buf_b)).clamp_(min=0)
+    inter.mul_(buf_a)
     area_a = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     area_b = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    torch.add(area_a[:, None], area_b[None, :], out=height).sub_(inter)
-    return inter.div_(height)
+    torch.add(area_a[:, None], area_b[None, :], out=buf_a).sub_(inter)
+    return inter.div_(buf_a)
 
 
 def _matching_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -85,7 +93,8 @@ def match_priors(gt_bboxes: Sequence[Tensor], priors: Tensor, pos_iou_thr: float
     same (``tests/test_multibox_loss.py`` shows both).
 
     Args:
-        gt_bboxes: per image, ``(G_i, 4)`` xyxy boxes in the priors' units.
+        gt_bboxes: per image, ``(G_i, 4)`` xyxy boxes (tensors or ``HorizontalBoxes``)
+            in the priors' units.
         priors: ``(P, 4)`` priors (cx, cy, w, h).
         pos_iou_thr: IoU from which a prior is a positive (reference 0.35; > 0).
         min_best_iou: GTs whose best prior IoU is lower are ignored (reference 0.2).
@@ -98,9 +107,10 @@ def match_priors(gt_bboxes: Sequence[Tensor], priors: Tensor, pos_iou_thr: float
     device = priors.device
     dtype = _matching_dtype(priors.dtype)
     num_imgs, num_priors = len(gt_bboxes), priors.size(0)
+    gt_bboxes = [get_box_tensor(b).reshape(-1, 4) for b in gt_bboxes]
     counts = [int(b.shape[0]) for b in gt_bboxes]
     num_gts = sum(counts)
-    boxes = (torch.cat([b.reshape(-1, 4) for b in gt_bboxes]).to(device, dtype)
+    boxes = (torch.cat(gt_bboxes).to(device, dtype)
              if num_imgs else priors.new_zeros((0, 4), dtype=dtype))
     counts_t = torch.tensor(counts, device=device, dtype=torch.long)
     img_of_gt = torch.repeat_interleave(torch.arange(num_imgs, device=device), counts_t)
@@ -116,15 +126,19 @@ def match_priors(gt_bboxes: Sequence[Tensor], priors: Tensor, pos_iou_thr: float
     best_iou = boxes.new_zeros(num_gts)
     best_prior = gt_ids.new_zeros(num_gts)
     pair_gt, pair_prior, pair_iou = [], [], []
-    rows = max(1, MAX_IOU_BLOCK // max(num_priors, 1))
-    for start in range(0, num_gts, rows):  # one block unless the batch is huge
-        overlaps = box_iou(boxes[start:start + rows], priors_xyxy)
-        best_iou[start:start + rows], best_prior[start:start + rows] = overlaps.max(dim=1)
+    block = IOU_BLOCK.get(device.type, IOU_BLOCK_DEFAULT)
+    rows = min(max(1, block // max(num_priors, 1)), num_gts)
+    buffers = boxes.new_empty((3, rows, num_priors)) if num_gts else None
+    for start in range(0, num_gts, rows):  # blocks of GT rows (memory / cache), not per GT
+        end = min(start + rows, num_gts)
+        overlaps = box_iou(boxes[start:end], priors_xyxy,
+                           out=tuple(b[:end - start] for b in buffers))
+        best_iou[start:end], best_prior[start:end] = overlaps.max(dim=1)
         g, p = (overlaps >= pos_iou_thr).nonzero(as_tuple=True)
         pair_gt.append(g + start)
         pair_prior.append(p)
         pair_iou.append(overlaps[g, p])
-        del overlaps
+    del buffers
     if pair_gt:
         pair_gt, pair_prior, pair_iou = (torch.cat(pair_gt), torch.cat(pair_prior),
                                          torch.cat(pair_iou))
@@ -205,9 +219,10 @@ def multibox_loss(cls_logits: Tensor,
     Args:
         cls_logits: ``(B, P, 2)`` class logits.
         bbox_deltas: ``(B, P, 4)`` predicted box deltas.
-        kpt_deltas: ``(B, P, 2K)`` predicted landmark offsets.
+        kpt_deltas: ``(B, P, 2K)`` predicted landmark offsets (``K = 0``: no
+            landmark branch, ``loss_kpt`` is 0).
         priors: ``(P, 4)`` priors (cx, cy, w, h) in pixels.
-        gt_bboxes: per image ``(G_i, 4)`` xyxy pixel boxes.
+        gt_bboxes: per image ``(G_i, 4)`` xyxy pixel boxes (or ``HorizontalBoxes``).
         gt_keypoints: per image ``(G_i, K, 2)`` landmarks in pixels.
         gt_keypoints_visible: per image ``(G_i, K)``, > 0 = annotated;
             ``None`` = all annotated.
@@ -218,7 +233,8 @@ def multibox_loss(cls_logits: Tensor,
         dict: ``loss_cls``, ``loss_bbox``, ``loss_kpt`` (and ``num_pos``).
     """
     num_imgs, num_priors = cls_logits.shape[:2]
-    num_kpts = kpt_deltas.size(-1) // 2
+    if kpt_deltas.size(-1) % 2:
+        raise ValueError(f'kpt_deltas has {kpt_deltas.size(-1)} channels; expected 2K')
     if not len(gt_bboxes) == len(gt_keypoints) == num_imgs:
         raise ValueError(f'{num_imgs} images in the predictions but {len(gt_bboxes)} box and '
                          f'{len(gt_keypoints)} keypoint GT lists')
@@ -246,13 +262,29 @@ def multibox_loss(cls_logits: Tensor,
     img_idx, prior_idx = pos.nonzero(as_tuple=True)
     gt_idx = match.flat_gt_inds[img_idx, prior_idx]
     pos_priors = priors[prior_idx].to(dtype)
-    all_boxes = torch.cat([b.reshape(-1, 4) for b in gt_bboxes]).to(device, dtype)
+    all_boxes = torch.cat([get_box_tensor(b).reshape(-1, 4) for b in gt_bboxes]).to(device, dtype)
     box_targets = encode_boxes(all_boxes[gt_idx], pos_priors, variances)
     box_preds = bbox_deltas[img_idx, prior_idx]
     loss_bbox = F.smooth_l1_loss(box_preds, box_targets.to(box_preds.dtype), reduction='sum',
                                  beta=1.0) / normaliser * loc_weight
 
-    # Landmarks: positives whose GT has visible points, visible coordinates only.
+    losses = dict(loss_cls=loss_cls, loss_bbox=loss_bbox,
+                  loss_kpt=_landmark_loss(kpt_deltas, img_idx, prior_idx, gt_idx, pos_priors,
+                                          gt_keypoints, gt_keypoints_visible, variances))
+    if return_stats:
+        losses['num_pos'] = num_pos.detach().to(cls_logits.dtype)
+    return losses
+
+
+def _landmark_loss(kpt_deltas: Tensor, img_idx: Tensor, prior_idx: Tensor, gt_idx: Tensor,
+                   pos_priors: Tensor, gt_keypoints: Sequence[Tensor],
+                   gt_keypoints_visible: Optional[Sequence[Tensor]],
+                   variances: Sequence[float]) -> Tensor:
+    """Smooth-L1 over the visible points of positives, per landmark-bearing positive."""
+    num_kpts = kpt_deltas.size(-1) // 2
+    if num_kpts == 0:  # a model without landmarks
+        return kpt_deltas.sum() * 0
+    device, dtype = kpt_deltas.device, pos_priors.dtype
     all_kpts = torch.cat([k.reshape(-1, num_kpts, 2) for k in gt_keypoints]).to(device, dtype)
     if gt_keypoints_visible is None:
         all_vis = torch.ones(all_kpts.shape[:2], dtype=torch.bool, device=device)
@@ -263,13 +295,8 @@ def multibox_loss(cls_logits: Tensor,
     coord_mask = pos_vis.repeat_interleave(2, dim=1)
     kpt_targets = encode_landmarks(all_kpts[gt_idx], pos_priors, variances)
     kpt_preds = kpt_deltas[img_idx, prior_idx]
-    loss_kpt = F.smooth_l1_loss(kpt_preds[coord_mask], kpt_targets[coord_mask].to(kpt_preds.dtype),
-                                reduction='sum', beta=1.0) / num_kpt_pos
-
-    losses = dict(loss_cls=loss_cls, loss_bbox=loss_bbox, loss_kpt=loss_kpt)
-    if return_stats:
-        losses['num_pos'] = num_pos.detach().to(cls_logits.dtype)
-    return losses
+    return F.smooth_l1_loss(kpt_preds[coord_mask], kpt_targets[coord_mask].to(kpt_preds.dtype),
+                            reduction='sum', beta=1.0) / num_kpt_pos
 
 
 @MODELS.register_module()
