@@ -1,11 +1,12 @@
-"""The reference RetinaFace ``MultiBoxLoss`` as batched, loop-free tensor functions.
+"""The reference RetinaFace ``MultiBoxLoss`` as batched, vectorised tensor functions.
 
 The reference matches every image in a Python loop (and loops over the ground
 truths inside ``match``). Here all images' ground truths are concatenated into
-one ``(N, 4)`` tensor: one ``(N, P)`` IoU block serves the whole batch (memory
-grows with the number of faces, not with ``batch * max_faces`` as padding would),
-and the per-prior choices are made with ``scatter_reduce`` on the few
-(GT, prior) pairs that reach the positive threshold.
+one ``(N, 4)`` tensor whose ``(N, P)`` IoUs are computed for the whole batch at
+once (in row blocks of bounded size; memory grows with the number of faces, not
+with ``batch * max_faces`` as padding would), and the per-prior choices are made
+with ``scatter_reduce`` on the few (GT, prior) pairs that reach the positive
+threshold. No loop over images or ground truths; everything stays on the device.
 
 Conventions (``docs/architecture.md``): priors ``(P, 4)`` (cx, cy, w, h) pixels,
 boxes xyxy pixels, landmarks ``(G, K, 2)`` pixels with visibility ``(G, K)``.
