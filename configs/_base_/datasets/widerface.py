@@ -14,11 +14,13 @@ train_pipeline = [
     dict(type='RandomInterpResize', img_dim=img_dim),
     dict(type='PackFaceInputs'),
 ]
-# Original image size (the reference's WIDER FACE protocol); batch 1.
+# Original image size (the reference's WIDER FACE protocol); batch 1. Annotations
+# load after the resize so the metric sees ground truth in original pixels, like
+# the predictions (rescale=True).
 test_pipeline = [
     dict(type='LoadImageFromFile', backend_args=backend_args),
-    dict(type='LoadFaceAnnotations'),
     dict(type='ResizeWithLandmarks', scale_factor=1.0, keep_ratio=True),
+    dict(type='LoadFaceAnnotations'),
     dict(type='PackFaceInputs',
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
@@ -73,11 +75,11 @@ tta_model = dict(
     tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.4), max_per_img=750))
 tta_pipeline = [
     dict(type='LoadImageFromFile', backend_args=backend_args),
-    dict(type='LoadFaceAnnotations'),
     dict(
         type='TestTimeAug',
         transforms=[
             [dict(type='ResizeWithLandmarks', scale_factor=1.0, keep_ratio=True)],
+            [dict(type='LoadFaceAnnotations')],
             # the unflipped view first: its ground truth is the one evaluated
             [dict(type='RandomFlipWithLandmarks', prob=0.0),
              dict(type='RandomFlipWithLandmarks', prob=1.0)],
