@@ -89,7 +89,7 @@ class MobileNetV1Body(nn.Module):
         )
 
     def forward(self, x: Tensor) -> 'OrderedDict[str, Tensor]':
-        out: 'OrderedDict[str, Tensor]' = OrderedDict()
+        out: OrderedDict[str, Tensor] = OrderedDict()
         for i, name in enumerate(self.return_layers, start=1):
             x = getattr(self, name)(x)
             out[str(i)] = x
@@ -156,7 +156,7 @@ class ResNet50Body(nn.Module):
     def forward(self, x: Tensor) -> 'OrderedDict[str, Tensor]':
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer1(x)
-        out: 'OrderedDict[str, Tensor]' = OrderedDict()
+        out: OrderedDict[str, Tensor] = OrderedDict()
         for i, name in enumerate(self.return_layers, start=1):
             x = getattr(self, name)(x)
             out[str(i)] = x
@@ -315,7 +315,7 @@ def reference_prior_box(image_size: Tuple[int, int],
 
 
 @torch.no_grad()
-def randomize_(model: nn.Module, seed: int = 0, calib_shape=(2, 3, 96, 128)) -> nn.Module:
+def randomize_(model: nn.Module, seed: int = 0, calib_shape=(2, 3, 64, 96)) -> nn.Module:
     """Random weights and non-trivial BN statistics / affine parameters; eval mode.
 
     Conv weights keep PyTorch's default random init (re-drawn from ``seed``).
@@ -334,6 +334,9 @@ def randomize_(model: nn.Module, seed: int = 0, calib_shape=(2, 3, 96, 128)) -> 
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     momenta = [m.momentum for m in bns]
     for m in bns:
+        c = m.num_features
+        m.weight.copy_(torch.empty(c).uniform_(0.6, 1.4, generator=gen))
+        m.bias.copy_(torch.randn(c, generator=gen) * 0.2)
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the calibration pass
     model.train()
@@ -341,9 +344,7 @@ def randomize_(model: nn.Module, seed: int = 0, calib_shape=(2, 3, 96, 128)) -> 
     for m, momentum in zip(bns, momenta):
         m.momentum = momentum
         c = m.num_features
-        m.running_mean.add_(torch.randn(c, generator=gen) * 0.1 * m.running_var.sqrt())
-        m.running_var.mul_(torch.empty(c).uniform_(0.7, 1.4, generator=gen))
-        m.weight.copy_(torch.empty(c).uniform_(0.6, 1.5, generator=gen))
-        m.bias.copy_(torch.randn(c, generator=gen) * 0.2)
+        m.running_mean.add_(torch.randn(c, generator=gen) * 0.05 * m.running_var.sqrt())
+        m.running_var.mul_(torch.empty(c).uniform_(0.8, 1.25, generator=gen))
         m.num_batches_tracked.fill_(int(torch.randint(1, 10_000, (1, ), generator=gen)))
     return model.eval()
