@@ -1,3 +1,8 @@
-from .face_visualizer import KEYPOINT_COLORS, FaceLocalVisualizer, keypoint_colors
+from .face_visualizer import (
+                              KEYPOINT_COLORS,
+                              FaceLocalVisualizer,
+                              build_face_visualizer,
+                              keypoint_colors,
+)
 
-__all__ = ['KEYPOINT_COLORS', 'FaceLocalVisualizer', 'keypoint_colors']
+__all__ = ['KEYPOINT_COLORS', 'FaceLocalVisualizer', 'build_face_visualizer', 'keypoint_colors']

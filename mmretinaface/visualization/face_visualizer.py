@@ -1,12 +1,12 @@
 """mmdet's DetLocalVisualizer plus facial landmarks, one colour per point."""
+import itertools
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from mmengine.structures import InstanceData
-
 from mmdet.registry import VISUALIZERS
 from mmdet.visualization import DetLocalVisualizer
+from mmengine.structures import InstanceData
 
 # RGB colours for left eye, right eye, nose, left mouth corner, right mouth corner.
 KEYPOINT_COLORS: Tuple[Tuple[int, int, int], ...] = (
@@ -64,6 +64,39 @@ class FaceLocalVisualizer(DetLocalVisualizer):
                                       edge_colors=[colors[k % len(colors)]],
                                       face_colors=[colors[k % len(colors)]], alpha=1.0)
         return self.get_image()
+
+
+_instance_ids = itertools.count()
+
+
+def build_face_visualizer(cfg: Optional[dict] = None, dataset_meta: Optional[dict] = None,
+                          **overrides) -> FaceLocalVisualizer:
+    """A :class:`FaceLocalVisualizer` for drawing in memory (demo, inferencer).
+
+    ``cfg`` is a config's ``visualizer`` dict (its drawing options are kept; a
+    type that is not a :class:`FaceLocalVisualizer` is replaced by it, so
+    landmarks are always drawn). ``vis_backends`` and ``save_dir`` are
+    dropped: the caller writes the images, and mmengine then has no
+    ``LocalVisBackend`` to warn about ("Failed to add LocalVisBackend, please
+    provide save_dir"). Each call gets a fresh instance name (mmengine keeps
+    visualizers in a global by-name registry).
+    """
+    cfg = dict(cfg or {})
+    cfg.update(overrides)
+    vis_type = cfg.get('type', 'FaceLocalVisualizer')
+    vis_cls = VISUALIZERS.get(vis_type) if isinstance(vis_type, str) else vis_type
+    if not (isinstance(vis_cls, type) and issubclass(vis_cls, FaceLocalVisualizer)):
+        vis_cls = FaceLocalVisualizer
+    cfg.pop('type', None)
+    cfg.pop('vis_backends', None)
+    cfg.pop('save_dir', None)
+    cfg['name'] = f"{cfg.get('name', 'face_visualizer')}-{next(_instance_ids)}"
+    while vis_cls.check_instance_created(cfg['name']):
+        cfg['name'] = f"{cfg['name']}-{next(_instance_ids)}"
+    visualizer = vis_cls(**cfg)
+    if dataset_meta is not None:
+        visualizer.dataset_meta = dataset_meta
+    return visualizer
 
 
 def _to_numpy(value) -> np.ndarray:
