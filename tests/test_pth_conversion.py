@@ -284,6 +284,7 @@ def test_arbitrary_pickle_is_refused_by_default(tmp_path, capsys):
     rc, _, err = convert(capsys, src, '--out', out)
     assert rc != 0
     assert '--allow-unsafe-pickle' in err
+    assert 'NotAStateDict' in err  # the global it would need is named
     assert not out.exists()
     # opting in unpickles it, but an object that is not a state dict is still refused
     rc, _, err = convert(capsys, src, '--out', out, '--allow-unsafe-pickle')
@@ -321,6 +322,18 @@ def test_whole_module_needs_opt_in_then_converts_identically(tmp_path, capsys,
     assert list(from_module) == list(from_state)
     for key in from_state:
         assert torch.equal(from_module[key], from_state[key]), key
+
+
+@pytest.mark.parametrize('content', [b'hello, not a checkpoint', b''])
+def test_non_checkpoint_file_is_not_sent_to_unsafe_loading(tmp_path, capsys, content):
+    src, out = tmp_path / 'notes.pth', tmp_path / 'out.pth'
+    src.write_bytes(content)
+    rc, _, err = convert(capsys, src, '--out', out)
+    assert rc != 0
+    assert 'not a PyTorch checkpoint' in err and str(src) in err
+    assert '--allow-unsafe-pickle' not in err
+    rc, _, err = convert(capsys, tmp_path, '--out', out)  # a directory
+    assert rc != 0 and 'is a directory' in err
 
 
 def test_missing_file_is_named(tmp_path, capsys):
