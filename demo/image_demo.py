@@ -1,12 +1,23 @@
 #!/usr/bin/env python
-"""Detect faces and their 5 landmarks in images; write JSON and drawn images.
+"""Detect faces and their 5 landmarks in images; write JSON, drawn images, aligned crops.
 
-INPUTS are image files, folders, glob patterns, or `bundled:grace_hopper` /
-`bundled:astronaut` (public-domain photos shipped inside matplotlib and
-scikit-image). For each image STEM it writes
-  OUT_DIR/preds/STEM.json   {"bboxes": [[x1,y1,x2,y2],...], "scores": [...],
-                             "labels": [...], "keypoints": [[[x,y]x5],...]}
-  OUT_DIR/vis/STEM.jpg      boxes, scores and landmarks drawn
+INPUTS are image files, folders (their image files, sorted), glob patterns
+(quote them; `**` recurses), or `bundled:grace_hopper` / `bundled:astronaut`
+(public-domain photos shipped inside matplotlib and scikit-image). Images are
+read with their EXIF orientation; grayscale, RGBA and 16-bit files work.
+
+For each image STEM it writes
+  OUT_DIR/preds/STEM.json       {"image": path, "width": W, "height": H,
+                                 "bboxes": [[x1,y1,x2,y2],...], "scores": [...],
+                                 "labels": [...], "keypoints": [[[x,y] x5],...]}
+                                (faces scoring >= --score-thr; empty lists if none)
+  OUT_DIR/vis/STEM.jpg          boxes, scores and landmarks drawn (unless --no-vis;
+                                at most --vis-max-size pixels on the longer side)
+  OUT_DIR/aligned/STEM_I.jpg    112x112 ArcFace-aligned crop of face I (--save-aligned)
+Two inputs with the same stem get STEM, STEM_1, ... Coordinates are original-image
+pixels, also for images larger than --max-size (downscaled for the network only).
+Unreadable inputs are reported on stderr and skipped; the exit code is 0 when at
+least one image was processed (1 when none, 2 for a missing model or device).
 
 Example:
   python demo/image_demo.py bundled:grace_hopper photos/ 'more/*.png' --out-dir outputs/demo
@@ -15,12 +26,13 @@ import argparse
 import glob
 import json
 import os
+import re
 import sys
 from pathlib import Path
-from typing import List
+from typing import List, Optional, Set, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
-IMAGE_EXTS = {'.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp'}
+IMAGE_EXTS = {'.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.pgm', '.ppm'}
 
 
 def bundled_image(name: str) -> str:
@@ -34,27 +46,61 @@ def bundled_image(name: str) -> str:
     raise ValueError(f"unknown bundled image '{name}' (choose grace_hopper or astronaut)")
 
 
-def expand_inputs(inputs: List[str]) -> List[str]:
-    """Files, folders (sorted image files inside) and globs -> list of paths."""
+def expand_inputs(inputs: List[str]) -> Tuple[List[str], List[Tuple[str, str]]]:
+    """Files, folders (sorted image files inside), globs, bundled:NAME -> paths.
+
+    Returns ``(paths, problems)``; ``problems`` are ``(input, reason)`` for
+    inputs that expand to nothing (unknown bundled name, glob without match,
+    folder without images). Missing plain files stay in ``paths`` and are
+    reported when read.
+    """
     paths: List[str] = []
+    problems: List[Tuple[str, str]] = []
     for item in inputs:
         if item.startswith('bundled:'):
-            paths.append(bundled_image(item[len('bundled:'):]))
+            try:
+                paths.append(bundled_image(item[len('bundled:'):]))
+            except (ValueError, OSError, ImportError) as err:
+                problems.append((item, str(err)))
         elif os.path.isdir(item):
-            paths.extend(sorted(str(p) for p in Path(item).iterdir()
-                                if p.suffix.lower() in IMAGE_EXTS))
+            found = sorted(str(p) for p in Path(item).iterdir()
+                           if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+            if not found:
+                problems.append((item, 'folder contains no image file '
+                                 f'({", ".join(sorted(IMAGE_EXTS))})'))
+            paths.extend(found)
         elif any(ch in item for ch in '*?['):
-            matches = sorted(glob.glob(item, recursive=True))
+            matches = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
             if not matches:
-                raise FileNotFoundError(f'no file matches {item}')
+                problems.append((item, 'no file matches this pattern'))
             paths.extend(matches)
         else:
-            paths.append(item)  # missing files are reported per image below
-    return paths
+            paths.append(item)  # a missing file is reported when it is read
+    return paths, problems
+
+
+def _device(value: str) -> str:
+    if not re.fullmatch(r'cpu|cuda(:\d+)?', value):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got '{value}'")
+    return value
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f'expected an integer >= 1, got {value}')
+    return number
+
+
+def _non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f'expected an integer >= 0, got {value}')
+    return number
 
 
 def parse_args(argv=None):
-    from mmretinaface.apis import DEFAULT_CONFIG, DEFAULT_WEIGHTS
+    from mmretinaface.apis import DEFAULT_CONFIG, DEFAULT_MAX_SIZE, DEFAULT_WEIGHTS
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('inputs', nargs='+', help='images, folders, globs or bundled:NAME')
@@ -62,61 +108,135 @@ def parse_args(argv=None):
     parser.add_argument('--weights', default=str(DEFAULT_WEIGHTS))
     parser.add_argument('--out-dir', default='outputs/demo')
     parser.add_argument('--score-thr', type=float, default=0.5,
-                        help='keep faces scoring at least this (default 0.5)')
-    parser.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N')
-    parser.add_argument('--batch-size', type=int, default=1)
+                        help='keep (write, draw, align) faces scoring at least this '
+                        '(default 0.5)')
+    parser.add_argument('--device', type=_device, default='cpu', help='cpu, cuda or cuda:N')
+    parser.add_argument('--batch-size', type=_positive_int, default=1,
+                        help='images per forward pass (default 1)')
+    parser.add_argument('--max-size', type=_non_negative_int, default=DEFAULT_MAX_SIZE,
+                        help='images whose longer side exceeds this many pixels are '
+                        'downscaled for the network (results are mapped back to original '
+                        f'pixels) to bound time and memory; 0 = no limit '
+                        f'(default {DEFAULT_MAX_SIZE})')
+    parser.add_argument('--save-aligned', action='store_true',
+                        help='also write OUT_DIR/aligned/STEM_I.jpg, 112x112 crops aligned '
+                        'on the ArcFace 5-point template (I = index in the JSON; 5-point '
+                        'models only)')
+    parser.add_argument('--vis-max-size', type=_non_negative_int, default=2048,
+                        help='drawn images are downscaled so that their longer side is at '
+                        'most this (drawing is slow and memory-hungry on huge images; JSON '
+                        'and aligned crops stay in original pixels); 0 = original size '
+                        '(default 2048)')
+    parser.add_argument('--no-vis', action='store_true', help='do not write drawn images')
     return parser.parse_args(argv)
+
+
+class _Names:
+    """Output stems, unique within one run (``a/x.jpg`` and ``b/x.png`` -> x, x_1)."""
+
+    def __init__(self) -> None:
+        self.used: Set[str] = set()
+
+    def __call__(self, path: str) -> str:
+        stem = Path(path).stem or 'image'
+        candidate, count = stem, 0
+        while candidate in self.used:
+            count += 1
+            candidate = f'{stem}_{count}'
+        self.used.add(candidate)
+        return candidate
+
+
+def _report(path: str, reason: str) -> None:
+    print(f'error: skipped {path}: {reason}', file=sys.stderr, flush=True)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import mmcv
+    import cv2
+    from mmdet.structures import DetDataSample
     from mmengine.utils import ProgressBar
 
-    from mmdet.registry import VISUALIZERS
-    from mmretinaface.apis import (ImageReadError, detect_faces, init_face_detector,
-                                   instances_to_dict, load_image)
+    from mmretinaface.apis import (
+        ImageReadError,
+        align_faces,
+        detect_faces,
+        fit_max_size,
+        init_face_detector,
+        instances_to_dict,
+        load_image,
+        rescale_instances,
+    )
+    from mmretinaface.visualization import build_face_visualizer
 
-    paths = expand_inputs(args.inputs)
-    model = init_face_detector(args.config, args.weights, device=args.device)
-    visualizer = VISUALIZERS.build(model.cfg.visualizer)
-    visualizer.dataset_meta = model.dataset_meta
+    paths, failed = expand_inputs(args.inputs)
+    for item, reason in failed:
+        _report(item, reason)
+    if not paths:
+        print('error: no input image', file=sys.stderr)
+        return 1
+    try:
+        model = init_face_detector(args.config, args.weights, device=args.device)
+    except (FileNotFoundError, RuntimeError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    visualizer = None if args.no_vis else build_face_visualizer(
+        model.cfg.get('visualizer'), model.dataset_meta)
     out_dir = Path(args.out_dir)
     (out_dir / 'preds').mkdir(parents=True, exist_ok=True)
-    (out_dir / 'vis').mkdir(parents=True, exist_ok=True)
+    if visualizer is not None:
+        (out_dir / 'vis').mkdir(parents=True, exist_ok=True)
+    if args.save_aligned:
+        (out_dir / 'aligned').mkdir(parents=True, exist_ok=True)
 
-    failed = []
-    progress = ProgressBar(len(paths)) if len(paths) > 1 else None
+    names = _Names()
+    done = 0
+    progress: Optional[ProgressBar] = (ProgressBar(len(paths), file=sys.stdout)
+                                       if len(paths) > 1 else None)
     for start in range(0, len(paths), args.batch_size):
+        chunk = paths[start:start + args.batch_size]
         batch_paths, images = [], []
-        for path in paths[start:start + args.batch_size]:
+        for path in chunk:
             try:
                 images.append(load_image(path))
                 batch_paths.append(path)
             except (ImageReadError, ValueError) as err:
                 failed.append((path, str(err)))
-        results = detect_faces(model, images, batch_size=len(images)) if images else []
+                _report(path, str(err))
+        results = (detect_faces(model, images, batch_size=len(images), max_size=args.max_size)
+                   if images else [])
         for path, image, instances in zip(batch_paths, images, results):
-            stem = Path(path).stem
+            stem = names(path)
             pred = instances_to_dict(instances, args.score_thr)
+            record = dict(image=str(path), width=int(image.shape[1]),
+                          height=int(image.shape[0]), **pred)
             with open(out_dir / 'preds' / f'{stem}.json', 'w') as f:
-                json.dump(dict(image=str(path), **pred), f)
-            from mmdet.structures import DetDataSample
-            sample = DetDataSample(pred_instances=instances)
-            visualizer.add_datasample(stem, mmcv.bgr2rgb(image), sample, draw_gt=False,
-                                      pred_score_thr=args.score_thr)
-            mmcv.imwrite(mmcv.rgb2bgr(visualizer.get_image()), str(out_dir / 'vis' / f'{stem}.jpg'))
+                json.dump(record, f)
+            if visualizer is not None:
+                small, (sx, sy) = fit_max_size(image, args.vis_max_size)
+                drawn = rescale_instances(instances, (1 / sx, 1 / sy))  # to `small` pixels
+                visualizer.add_datasample(stem, small[..., ::-1],
+                                          DetDataSample(pred_instances=drawn),
+                                          draw_gt=False, pred_score_thr=args.score_thr)
+                cv2.imwrite(str(out_dir / 'vis' / f'{stem}.jpg'),
+                            visualizer.get_image()[..., ::-1])
+            if args.save_aligned and pred['keypoints'] and len(pred['keypoints'][0]) == 5:
+                for i, crop in enumerate(align_faces(image, pred['keypoints'])):
+                    cv2.imwrite(str(out_dir / 'aligned' / f'{stem}_{i}.jpg'), crop)
+            done += 1
             if progress is None:
                 print(f'{path}: {len(pred["scores"])} face(s) -> {out_dir}/preds/{stem}.json')
         if progress is not None:
-            for _ in range(len(paths[start:start + args.batch_size])):
+            for _ in chunk:
                 progress.update()
     if progress is not None:
         print()
-    print(f'{len(paths) - len(failed)} image(s) done, results in {out_dir}/')
-    for path, reason in failed:
-        print(f'skipped {path}: {reason}', file=sys.stderr)
-    return 1 if failed and len(failed) == len(paths) else 0
+    print(f'{done} image(s) done, results in {out_dir}/')
+    if failed:
+        print(f'{len(failed)} input(s) skipped:', file=sys.stderr)
+        for path, reason in failed:
+            print(f'  {path}: {reason}', file=sys.stderr)
+    return 0 if done else 1
 
 
 if __name__ == '__main__':
