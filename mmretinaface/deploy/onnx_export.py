@@ -7,8 +7,10 @@ Outputs without decoding (the reference layout): ``loc (B, P, 4)``,
 ``boxes (B, P, 4)`` xyxy pixels, ``scores (B, P)``, ``landmarks (B, P, K, 2)``
 pixels; score threshold and NMS stay outside the graph.
 """
-from typing import Tuple
+import warnings
+from typing import Dict, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -45,9 +47,50 @@ def export_onnx(detector: nn.Module, out_file: str, decode: bool = False, opset:
     names = ['boxes', 'scores', 'landmarks'] if decode else ['loc', 'conf', 'landmarks']
     dynamic_axes = {'image': {0: 'batch', 2: 'height', 3: 'width'}}
     dynamic_axes.update({name: {0: 'batch', 1: 'priors'} for name in names})
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # the prior sizes / steps are config constants: tracing them as such is intended
+        warnings.filterwarnings('ignore', message='torch.as_tensor results are registered',
+                                category=torch.jit.TracerWarning)
         torch.onnx.export(wrapper, (sample, ), out_file, input_names=['image'],
                           output_names=names, dynamic_axes=dynamic_axes, opset_version=opset,
                           dynamo=False)
     import onnx
     onnx.checker.check_model(onnx.load(out_file))
+
+
+#: Agreement expected between onnxruntime and PyTorch (see tests/test_export_onnx.py):
+#: raw regressions / probabilities absolutely; decoded pixel coordinates with a
+#: relative term (float32 rounding of coordinates up to thousands of pixels) plus
+#: an absolute one (raw differences of ~1e-5 times the decoding's variance x prior
+#: size, 0.1 x up to 512 px).
+RAW_ATOL = 1e-4
+PIXEL_RTOL, PIXEL_ATOL = 1e-6, 1e-3
+
+
+def compare_with_pytorch(detector: nn.Module, onnx_file: str, decode: bool,
+                         size: Tuple[int, int] = (320, 416), batch: int = 2,
+                         seed: int = 0) -> Dict[str, float]:
+    """Run a random ``(batch, 3, *size)`` image through onnxruntime and PyTorch.
+
+    Returns, per output name, the largest violation ratio ``|onnx - torch| /
+    tolerance`` (``<= 1`` means within :data:`RAW_ATOL` or, for decoded pixel
+    outputs, ``PIXEL_ATOL + PIXEL_RTOL * |torch|``).
+    """
+    import onnxruntime as ort
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (batch, 3, *size)).astype(np.float32)
+    session = ort.InferenceSession(onnx_file, providers=['CPUExecutionProvider'])
+    names = [out.name for out in session.get_outputs()]
+    ours = session.run(None, {session.get_inputs()[0].name: image})
+    wrapper = RetinaFaceExportWrapper(detector.eval(), decode=decode).eval()
+    with torch.no_grad():
+        ref = [t.cpu().numpy() for t in wrapper(torch.from_numpy(image).to(
+            next(detector.parameters()).device))]
+    ratios = {}
+    for name, got, want in zip(names, ours, ref):
+        if got.shape != want.shape:
+            raise ValueError(f'{name}: onnx shape {got.shape} != torch shape {want.shape}')
+        pixel = decode and name in ('boxes', 'landmarks')
+        tol = PIXEL_ATOL + PIXEL_RTOL * np.abs(want) if pixel else RAW_ATOL
+        ratios[name] = float((np.abs(got - want) / tol).max()) if got.size else 0.0
+    return ratios
