@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from mmretinaface.apis import (ARCFACE_TEMPLATE_112, ImageReadError, align_faces,
-                               estimate_similarity, load_image, to_bgr_uint8)
+from mmretinaface.apis import (
+    ARCFACE_TEMPLATE_112,
+    ImageReadError,
+    align_faces,
+    estimate_similarity,
+    load_image,
+    to_bgr_uint8,
+)
 
 
 def test_grayscale_rgba_and_16bit_are_converted(tmp_path):
@@ -79,3 +85,31 @@ def test_aligned_crop_puts_landmarks_on_the_template():
         found = np.array([xs.mean(), ys.mean()])
         # the dot was drawn at a rounded pixel: allow that rounding (scaled) plus 1 px
         assert np.linalg.norm(found - target) <= 1.0
+
+
+def test_float_bool_and_bad_arrays():
+    unit = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
+    out = to_bgr_uint8(unit)
+    assert out.shape == (3, 4, 3) and np.array_equal(out[..., 1], np.round(unit * 255))
+    assert np.array_equal(to_bgr_uint8(unit * 200)[..., 0], np.round(unit * 200))  # 0..255
+    assert np.array_equal(to_bgr_uint8(np.eye(3, dtype=bool))[..., 2], np.eye(3) * 255)
+    with pytest.raises(ValueError, match='NaN'):
+        to_bgr_uint8(np.full((2, 2), np.nan))
+    with pytest.raises(ValueError, match='empty'):
+        to_bgr_uint8(np.zeros((0, 5, 3), np.uint8))
+    with pytest.raises(TypeError):
+        to_bgr_uint8([[0, 1]])
+
+
+def test_aligned_crops_of_other_sizes_from_json_lists():
+    """Landmarks as the demo's JSON lists; a 224 px crop scales the template by 2."""
+    face_points = ARCFACE_TEMPLATE_112 * 1.5 + np.array([60.0, 40.0])
+    image = np.zeros((300, 300, 3), np.uint8)
+    for x, y in np.concatenate([face_points, face_points + 20]):
+        cv2.circle(image, (int(round(x)), int(round(y))), 3, (255, 255, 255), -1)
+    crops = align_faces(image, [face_points.tolist(), (face_points + 20).tolist()], size=224)
+    assert [c.shape for c in crops] == [(224, 224, 3)] * 2
+    for target in ARCFACE_TEMPLATE_112 * 2:
+        x, y = np.round(target).astype(int)
+        assert crops[0][y, x].min() > 200 and crops[1][y, x].min() > 200
+    assert align_faces(image, np.zeros((0, 5, 2))) == []
