@@ -15,32 +15,11 @@ Usage (e.g. from a benchmark at the repository root)::
     loss_l, loss_c, loss_landm = ReferenceMultiBoxLoss(num_landmarks=5)(
         (loc, conf, landm), priors_unit, to_reference_targets(boxes, kpts, vis, 640))
 """
-from itertools import product
-from math import ceil
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-
-def reference_prior_box(min_sizes: Sequence[Sequence[float]], steps: Sequence[int],
-                        image_size: Tuple[int, int], clip: bool = False) -> Tensor:
-    """``PriorBox(cfg, image_size).forward()``: (cx, cy, w, h) in [0, 1] units."""
-    feature_maps = [[ceil(image_size[0] / step), ceil(image_size[1] / step)] for step in steps]
-    anchors = []
-    for k, f in enumerate(feature_maps):
-        for i, j in product(range(f[0]), range(f[1])):
-            for min_size in min_sizes[k]:
-                s_kx = min_size / image_size[1]
-                s_ky = min_size / image_size[0]
-                cx = (j + 0.5) * steps[k] / image_size[1]
-                cy = (i + 0.5) * steps[k] / image_size[0]
-                anchors += [cx, cy, s_kx, s_ky]
-    output = torch.Tensor(anchors).view(-1, 4)
-    if clip:
-        output.clamp_(max=1, min=0)
-    return output
 
 
 def point_form(boxes: Tensor) -> Tensor:

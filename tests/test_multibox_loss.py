@@ -19,11 +19,8 @@ from mmretinaface.models.task_modules import (
     prior_boxes,
     reference_featmap_sizes,
 )
-from tests.reference_multibox import (
-    ReferenceMultiBoxLoss,
-    reference_prior_box,
-    to_reference_targets,
-)
+from tests.reference_multibox import ReferenceMultiBoxLoss, to_reference_targets
+from tests.reference_retinaface import reference_prior_box
 
 MIN_SIZES = [[16, 32], [64, 128], [256, 512]]
 STEPS = [8, 16, 32]
@@ -73,7 +70,7 @@ def random_batch(seed: int, size: int, counts: List[int]):
 
 
 def unit_priors(size: int) -> torch.Tensor:
-    return reference_prior_box(MIN_SIZES, STEPS, (size, size))
+    return reference_prior_box((size, size), MIN_SIZES, STEPS)
 
 
 def reference_inputs(size: int, unit: int, boxes, kpts, vis):

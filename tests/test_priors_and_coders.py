@@ -1,6 +1,4 @@
 """Prior boxes and coders against the walkthrough's PriorBox / encode / decode."""
-from itertools import product
-from math import ceil
 
 import pytest
 import torch
@@ -14,21 +12,10 @@ from mmretinaface.models.task_modules import (
     prior_boxes,
     reference_featmap_sizes,
 )
+from tests.reference_retinaface import reference_prior_box
 
 MIN_SIZES = [[16, 32], [64, 128], [256, 512]]
 STEPS = [8, 16, 32]
-
-
-def reference_prior_box(image_hw, min_sizes=MIN_SIZES, steps=STEPS):
-    """The walkthrough's PriorBox.forward, in [0, 1] units (cx, cy, w, h)."""
-    feature_maps = [[ceil(image_hw[0] / s), ceil(image_hw[1] / s)] for s in steps]
-    anchors = []
-    for k, f in enumerate(feature_maps):
-        for i, j in product(range(f[0]), range(f[1])):
-            for min_size in min_sizes[k]:
-                anchors += [(j + 0.5) * steps[k] / image_hw[1], (i + 0.5) * steps[k] / image_hw[0],
-                            min_size / image_hw[1], min_size / image_hw[0]]
-    return torch.tensor(anchors).view(-1, 4)
 
 
 def to_unit(priors, image_hw):
