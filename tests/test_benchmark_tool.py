@@ -65,7 +65,7 @@ def test_quick_inline_run_writes_every_table(tmp_path):
     for heading in REPORT_SECTIONS:
         assert heading in text, heading
     assert 'python tools/benchmark.py --quick --inline --threads 1' in text
-    assert '| torch threads | 1 |' in text
+    assert '| torch threads | 1 (' in text
     targets = text.split('## Targets')[1].split('\n## ')[0]
     assert targets.count('PASS') + targets.count('MISS') >= 6
     assert (tmp_path / 'bench.json').stat().st_size > 0

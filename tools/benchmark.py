@@ -92,8 +92,13 @@ SECTIONS = ('infer', 'r50', 'train', 'loss', 'scaling', 'priors', 'profile')
 
 
 # =============================================================================== child side
+_TORCH_DEFAULT_THREADS: List[int] = []
+
+
 def _setup_child(p: dict) -> None:
     import torch
+    if not _TORCH_DEFAULT_THREADS:
+        _TORCH_DEFAULT_THREADS.append(torch.get_num_threads())
     from mmdet.utils import register_all_modules
     register_all_modules(init_default_scope=True)
     import mmretinaface  # noqa: F401
@@ -184,6 +189,7 @@ def job_setup(p: dict) -> dict:
 
     from mmretinaface.deploy.onnx_export import export_onnx
     info = dict(torch_threads=torch.get_num_threads(), ort_threads=_threads(p),
+                torch_default_threads=_TORCH_DEFAULT_THREADS[0],
                 cuda_available=torch.cuda.is_available(),
                 ort_providers=ort.get_available_providers(),
                 mkldnn=torch.backends.mkldnn.is_available())
@@ -656,12 +662,16 @@ def _child_main(conn, name: str, params: dict) -> None:
 class Runner:
     """Runs jobs in forked children (or inline) and logs progress to stderr."""
 
-    def __init__(self, inline: bool, base: dict) -> None:
+    def __init__(self, inline: bool, base: dict, start_method: str = 'fork') -> None:
         self.inline = inline
         self.base = base
         self.start = time.perf_counter()
         self.errors: List[str] = []
-        self.ctx = None if inline else mp.get_context('fork')
+        self.ctx = None
+        if not inline:
+            self.ctx = mp.get_context(start_method)
+            if start_method == 'forkserver':  # children fork from a process with these loaded
+                self.ctx.set_forkserver_preload(['torch', 'mmdet.models', 'mmretinaface'])
 
     def log(self, msg: str) -> None:
         print(f'[benchmark {time.perf_counter() - self.start:6.1f}s] {msg}', file=sys.stderr,
@@ -716,7 +726,7 @@ def run_benchmarks(args: argparse.Namespace) -> dict:
     repeats = args.repeats or mode['repeats']
     base = dict(device=args.device, amp=args.amp, threads=args.threads, repeats=repeats,
                 min_repeats=min(mode['min_repeats'], repeats), budget_s=mode['budget_s'])
-    runner = Runner(args.inline, base)
+    runner = Runner(args.inline, base, args.start_method)
     res: Dict[str, Any] = dict(mode='quick' if args.quick else 'full', repeats=repeats,
                                budget_s=mode['budget_s'], sections=sorted(sections),
                                load_start=load_average())
@@ -862,8 +872,9 @@ def _render_findings(res: dict) -> List[str]:
                    'The reference needs the same subtraction outside the graph (the "+ numpy '
                    'mean subtraction" column). The division is by std = 1: skipping it at '
                    'export when std is all ones (proposed for `deploy/onnx_export.py`) '
-                   'removes half of that cost; it measured 1.01x / 0.98x of the reference at '
-                   '640x480 batch 1 / 1280x720 batch 8 against 1.10x / 1.04x with it.')
+                   'removes half of that cost; in a separate interleaved run (1 thread) '
+                   'that export took 1.01x / 0.98x the reference\'s time at 640x480 batch 1 '
+                   '/ 1280x720 batch 8, against 1.10x / 1.04x for the current export.')
     for row in _targets(res):
         if row[3] != 'MISS':
             continue
@@ -897,9 +908,9 @@ def _render_findings(res: dict) -> List[str]:
                     'applied: `match_priors` is '
                     'outside this tool): evaluate only the (GT, prior) pairs that intersect, '
                     'a window of rows and columns per prior grid found with `searchsorted`; '
-                    'with identical results it made the matching 4.6x and the loss 3.7x '
-                    'faster at batch 32 with 1..200 faces per image (about 12x the '
-                    'reference).')
+                    'with identical results, in a separate interleaved run (1 thread) it made '
+                    'the matching 4.6x and the loss 3.7x faster at batch 32 with 1..200 '
+                    'faces per image (about 12x the reference).')
             out.append(text)
     if not out:
         return []
@@ -933,7 +944,8 @@ def render_markdown(res: dict, args: argparse.Namespace, command: str) -> str:
         ('CPU', f'{cpu_model()} ({os.cpu_count()} logical cores)'),
         ('Python', sys.version.split()[0]),
         *[(name, v) for name, v in versions.items()],
-        ('torch threads', str(threads)),
+        ('torch threads', f"{threads} (torch's default here: "
+                          f"{setup.get('torch_default_threads')})"),
         ('onnxruntime threads', f'intra-op {setup.get("ort_threads")}, inter-op 1, sequential, '
                                 'ORT_ENABLE_ALL'),
         ('ONNX Runtime providers', ', '.join(setup.get('ort_providers', []))),
@@ -948,6 +960,12 @@ def render_markdown(res: dict, args: argparse.Namespace, command: str) -> str:
         'average): absolute times are noisy, with multi-threaded elementwise operators '
         'hit hardest by the contention. Compare numbers within one table (measured '
         'interleaved, in the same process) rather than across runs.', '']
+    if args.threads and args.threads != setup.get('torch_default_threads'):
+        lines += [f'Threads set with `--threads {args.threads}` (torch\'s default here is '
+                  f"{setup.get('torch_default_threads')}): with the cores shared, more "
+                  'threads than free cores make every operator wait for a descheduled '
+                  'thread. The thread columns of the inference options table compare both '
+                  'settings interleaved.', '']
     if args.device != 'cuda':
         lines += ['**GPU tables: not measured, no GPU in this session**; run '
                   '`python tools/benchmark.py --device cuda` (and `--amp` for fp16 '
@@ -1262,7 +1280,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--inline', action='store_true',
                         help='run the cases in this process (faster start; peak RSS shared)')
     parser.add_argument('--json', default=None, help='also dump the raw results here')
+    parser.add_argument('--start-method', default=None, choices=['fork', 'forkserver', 'spawn'],
+                        help='how case processes start (default: fork; forkserver with '
+                             '--device cuda, so that no child inherits CUDA state)')
     args = parser.parse_args(argv)
+    if args.start_method is None:
+        args.start_method = 'forkserver' if args.device == 'cuda' else 'fork'
+    if args.device == 'cuda' and args.start_method == 'fork':
+        parser.error('--device cuda needs --start-method forkserver or spawn')
     if args.repeats is not None and args.repeats < 1:
         parser.error('--repeats must be >= 1')
     if args.threads is not None and args.threads < 1:
@@ -1274,6 +1299,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     raw = sys.argv[1:] if argv is None else argv
     command = shlex.join(['python', 'tools/benchmark.py', *raw])
+    if args.device == 'cuda':
+        import torch  # only the forkserver / spawned children use CUDA
+        if not torch.cuda.is_available():
+            print('--device cuda: torch.cuda.is_available() is False', file=sys.stderr)
+            return 2
     from mmdet.utils import register_all_modules
     register_all_modules(init_default_scope=True)
     res = run_benchmarks(args)
