@@ -895,8 +895,12 @@ def _render_findings(res: dict) -> List[str]:
                 ops = ', '.join(f'`{op}` {ms:.1f} ms' for op, ms, _ in
                                 prof['preprocess']['rows'][:4])
                 text += f' (profile: {ops})'
-            out.append(text + '; one pass (`torch.sub(img, mean, out=batch[i])`) does the '
-                       'same work about 3x faster.')
+            out.append(text + '. Its cost swings with the load (memory-bound passes), so '
+                       'this target flips between runs. Fix (proposed, not applied): a '
+                       '`DetDataPreprocessor` subclass writing `img - mean` straight into the '
+                       'padded batch (`torch.sub(img, mean, out=batch[i])`), identical output, '
+                       'measured 1.7x / 2.4x faster at batch 1 / 8 in a separate interleaved '
+                       'run.')
         elif what.startswith('batched loss'):
             main = next(r for r in res['loss']['rows'] if r['main'])
             text = (f'- **MISS: {what}** ({row[1]}). Both implementations compute the IoU of '
