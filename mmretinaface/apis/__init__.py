@@ -4,10 +4,12 @@ from .inference import (
     DEFAULT_CONFIG,
     DEFAULT_MAX_SIZE,
     DEFAULT_WEIGHTS,
+    build_face_detector,
     detect_faces,
     fit_max_size,
     init_face_detector,
     instances_to_dict,
+    load_face_checkpoint,
     rescale_instances,
 )
 
@@ -15,7 +17,8 @@ __all__ = [
     'ARCFACE_TEMPLATE_112', 'align_faces', 'estimate_similarity',
     'ImageReadError', 'exif_orientation', 'load_image', 'to_bgr_uint8', 'DEFAULT_CONFIG',
     'DEFAULT_MAX_SIZE', 'DEFAULT_WEIGHTS', 'detect_faces', 'fit_max_size', 'init_face_detector',
-    'instances_to_dict', 'rescale_instances', 'FaceInferencer'
+    'instances_to_dict', 'rescale_instances', 'FaceInferencer', 'build_face_detector',
+    'load_face_checkpoint'
 ]
 
 

@@ -91,6 +91,11 @@ class FaceInferencer(DetInferencer):
                          palette=palette, show_progress=show_progress)
 
     # ----------------------------------------------------------------- set-up
+    def _init_model(self, cfg, weights: Optional[str], device: str = 'cpu'):
+        """Build and load like :func:`build_face_detector`: weights-only and strict."""
+        from .inference import build_face_detector
+        return build_face_detector(cfg, weights, device)
+
     def _init_visualizer(self, cfg) -> Any:
         from ..visualization import build_face_visualizer
         return build_face_visualizer(cfg.get('visualizer'), self.model.dataset_meta)

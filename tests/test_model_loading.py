@@ -1,0 +1,54 @@
+"""Loading checkpoints for inference: strict, weights-only, landmark count checked."""
+import pytest
+import torch
+
+from mmretinaface.apis import DEFAULT_CONFIG, build_face_detector, init_face_detector
+
+
+def test_missing_and_unexpected_keys_are_listed(tmp_path, converted_checkpoint):
+    ckpt = torch.load(converted_checkpoint, weights_only=True)
+    state = ckpt['state_dict']
+    state.pop('bbox_head.kpt_convs.2.bias')
+    state['neck.2.extra.weight'] = torch.zeros(1)
+    broken = tmp_path / 'broken.pth'
+    torch.save(ckpt, broken)
+    with pytest.raises(ValueError) as err:
+        init_face_detector(DEFAULT_CONFIG, broken)
+    message = str(err.value)
+    assert 'bbox_head.kpt_convs.2.bias' in message and 'neck.2.extra.weight' in message
+    assert str(broken) in message
+
+
+def test_landmark_count_mismatch_is_reported(converted_checkpoint):
+    with pytest.raises(ValueError, match='kpt_convs'):
+        build_face_detector(str(DEFAULT_CONFIG), converted_checkpoint,
+                            cfg_options={'model.bbox_head.num_keypoints': 68})
+
+
+class Anything:
+    """A class a weights-only load must refuse to rebuild."""
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    path = tmp_path / 'pickled.pth'
+    torch.save({'state_dict': {}, 'meta': Anything()}, path)
+    with pytest.raises(ValueError, match='weights_only=True'):
+        init_face_detector(DEFAULT_CONFIG, path)
+
+
+def test_missing_weights_name_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match='nothing.pth'):
+        init_face_detector(DEFAULT_CONFIG, tmp_path / 'nothing.pth')
+
+
+def test_fused_conv_bn_gives_the_same_outputs(mobilenet_detector, converted_checkpoint):
+    fused = init_face_detector(DEFAULT_CONFIG, converted_checkpoint, fuse_conv_bn=True)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert mobilenet_detector.dataset_meta['classes'] == ('face', )
+    x = torch.randn(1, 3, 160, 224) * 50
+    with torch.no_grad():
+        ref = mobilenet_detector.bbox_head.flatten_outputs(
+            *mobilenet_detector.bbox_head(mobilenet_detector.extract_feat(x)))
+        out = fused.bbox_head.flatten_outputs(*fused.bbox_head(fused.extract_feat(x)))
+    for a, b in zip(out, ref):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
