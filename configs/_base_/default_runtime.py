@@ -8,6 +8,9 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', interval=10, max_keep_ckpts=3),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='DetVisualizationHook'))
+# With several processes, log the mean loss over ranks (mmengine logs rank 0's alone);
+# a no-op in one process. Keep it when overriding custom_hooks (tools/train.py re-adds it).
+custom_hooks = [dict(type='AverageLossAcrossRanksHook')]
 
 env_cfg = dict(
     cudnn_benchmark=False,

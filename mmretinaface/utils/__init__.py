@@ -1,4 +1,7 @@
+"""Training utilities: safe checkpoint loading, CPU distributed set-up, hooks."""
 from .distributed import init_cpu_distributed
-from .safe_checkpoint import allow_runner_checkpoint_globals
+from .hooks import AverageLossAcrossRanksHook
+from .safe_checkpoint import allow_runner_checkpoint_globals, runner_checkpoint_globals
 
-__all__ = ['allow_runner_checkpoint_globals', 'init_cpu_distributed']
+__all__ = ['AverageLossAcrossRanksHook', 'allow_runner_checkpoint_globals',
+           'init_cpu_distributed', 'runner_checkpoint_globals']
