@@ -87,8 +87,10 @@ def main(argv=None) -> int:
     from mmretinaface.utils import allow_runner_checkpoint_globals, init_cpu_distributed
     allow_runner_checkpoint_globals()
     cfg = build_config(args)
-    if args.launcher == 'pytorch' and init_cpu_distributed():
+    if args.launcher in ('pytorch', 'slurm') and init_cpu_distributed(args.launcher):
+        # CPU: gloo group made above; DDP on CPU takes no device ids
         cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
+        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
     for key, value in metrics.items():

@@ -3,32 +3,48 @@
 
 Examples:
   python tools/train.py configs/retinaface_mobilenet0.25_widerface.py
-  python tools/train.py CONFIG --work-dir work_dirs/x --amp --cfg-options train_dataloader.batch_size=8
+  python tools/train.py CONFIG --work-dir work_dirs/x --cfg-options train_dataloader.batch_size=8
   python tools/train.py CONFIG --resume            # latest checkpoint in the work dir
+  python tools/train.py CONFIG --resume work_dirs/x/epoch_10.pth
+  python tools/train.py CONFIG --amp               # mixed precision (needs a GPU)
+  python tools/train.py CONFIG --auto-scale-lr     # lr x total batch / base_batch_size
   tools/dist_train.sh CONFIG 4                     # 4 processes (NCCL on GPUs, gloo on CPU)
+  tools/slurm_train.sh PARTITION JOB CONFIG WORK_DIR  # SLURM (GPUS=8 by default)
+
+ImageNet init of the backbone is a path you set, nothing is downloaded:
+  --cfg-options model.backbone.init_cfg.type=Pretrained \
+                model.backbone.init_cfg.checkpoint=PATH
 """
 import argparse
 import os
 import os.path as osp
 import sys
+from typing import List, Optional
 
 from mmengine.config import Config, DictAction
 
 
-def parse_args(argv=None):
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='train config file path')
-    parser.add_argument('--work-dir', help='where logs and checkpoints go')
-    parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
+    parser.add_argument('--work-dir', help='where logs and checkpoints go '
+                        '(default: work_dirs/<config name>)')
+    parser.add_argument('--amp', action='store_true',
+                        help='automatic mixed precision (AmpOptimWrapper, dynamic loss scale; '
+                        'needs a CUDA/NPU/MLU device)')
     parser.add_argument('--auto-scale-lr', action='store_true',
-                        help='scale the lr by total batch / auto_scale_lr.base_batch_size')
+                        help='scale the lr by (processes x batch_size) / '
+                        'auto_scale_lr.base_batch_size (the reference total batch)')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
-                        help='resume from this checkpoint, or the latest in the work dir')
+                        help='resume from this checkpoint; without a path, from the latest '
+                        'checkpoint in the work dir')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries, e.g. train_dataloader.batch_size=8')
+                        help='override config entries, key=value (e.g. '
+                        'train_dataloader.batch_size=8)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
+    # torch.distributed.launch passes --local-rank; torchrun sets $LOCAL_RANK
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
@@ -36,7 +52,8 @@ def parse_args(argv=None):
     return args
 
 
-def build_config(args) -> Config:
+def build_config(args: argparse.Namespace) -> Config:
+    """The config with the command-line options applied (no Runner yet)."""
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
@@ -46,11 +63,18 @@ def build_config(args) -> Config:
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     if args.amp:
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.loss_scale = 'dynamic'
+        optim_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
+        if optim_type == 'AmpOptimWrapper':
+            print('AMP is already enabled in the config', file=sys.stderr)
+        elif optim_type != 'OptimWrapper':
+            raise ValueError(f'--amp only replaces OptimWrapper, the config uses {optim_type}')
+        else:
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.loss_scale = 'dynamic'
     if args.auto_scale_lr:
-        if 'auto_scale_lr' not in cfg:
-            raise ValueError(f'{args.config} has no auto_scale_lr; cannot scale the lr')
+        if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
+            raise ValueError(f'{args.config} has no auto_scale_lr.base_batch_size; '
+                             'cannot scale the lr')
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
         cfg.resume = True
@@ -58,24 +82,54 @@ def build_config(args) -> Config:
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
+    if args.launcher != 'none':
+        # log the mean loss over ranks, not rank 0's alone (mmengine does not reduce it)
+        hooks = cfg.get('custom_hooks', None) or []
+        if not any(h.get('type') == 'AverageLossAcrossRanksHook' for h in hooks):
+            cfg.custom_hooks = [*hooks, dict(type='AverageLossAcrossRanksHook')]
     return cfg
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    from mmengine.runner import Runner
+def _check_amp_device(cfg: Config) -> None:
+    if cfg.optim_wrapper.get('type') != 'AmpOptimWrapper':
+        return
+    from mmengine.device import get_device
+    if get_device() == 'cpu':
+        raise SystemExit('--amp (AmpOptimWrapper) needs a CUDA, NPU or MLU device; this machine '
+                         'has none. Train in float32 on CPU (drop --amp).')
 
-    from mmdet.utils import setup_cache_size_limit_of_dynamo
-    from mmretinaface.utils import allow_runner_checkpoint_globals, init_cpu_distributed
 
-    setup_cache_size_limit_of_dynamo()
-    allow_runner_checkpoint_globals()
-    cfg = build_config(args)
-    if args.launcher == 'pytorch' and init_cpu_distributed():
-        # gloo group made above; DDP on CPU takes no device ids
+def setup_distributed(cfg: Config) -> None:
+    """On CPU, start gloo before the Runner (mmengine's launchers assume CUDA)."""
+    from mmretinaface.utils import init_cpu_distributed
+    if cfg.launcher in ('pytorch', 'slurm') and init_cpu_distributed(cfg.launcher):
+        # DDP on CPU takes no device ids; the Runner sees the group and skips init_dist
         cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
         cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
-    runner = Runner.from_cfg(cfg)
+
+
+def build_runner(argv: Optional[List[str]] = None):
+    """Parse ``argv``, build the config and the Runner (tests add hooks before ``train``)."""
+    args = parse_args(argv)
+    from mmdet.utils import setup_cache_size_limit_of_dynamo
+    from mmengine.runner import Runner
+
+    from mmretinaface.utils import allow_runner_checkpoint_globals
+
+    setup_cache_size_limit_of_dynamo()
+    # resume / load_from read full runner checkpoints with torch.load's weights-only default
+    allow_runner_checkpoint_globals()
+    cfg = build_config(args)
+    _check_amp_device(cfg)
+    setup_distributed(cfg)
+    if 'runner_type' in cfg:
+        from mmengine.registry import RUNNERS
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    runner = build_runner(argv)
     runner.train()
     return 0
 
