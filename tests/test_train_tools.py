@@ -354,16 +354,20 @@ def test_test_tool_metrics_and_official_layout(trained_epoch, tiny_data, tmp_pat
 
 @pytest.mark.parametrize('protocol,tta', [('original', True), ('vga', False),
                                           ('reference', False), ('vga', True)])
-def test_test_tool_scale_protocols_and_tta(trained_epoch, tiny_data, tmp_path, capsys,
-                                           protocol, tta):
+def test_test_tool_scale_protocols_and_tta(trained_epoch, tiny_data, tmp_path, protocol, tta):
     ckpt = str(trained_epoch[0] / 'epoch_1.pth')
     argv = [WIDERFACE_CONFIG, ckpt, '--work-dir', str(tmp_path), '--scale-protocol', protocol,
             '--cfg-options', *data_options(tiny_data)]
     if tta:
         argv.insert(2, '--tta')
-    metrics = run_test_tool(argv, capsys)
+    from tools.test import build_config, build_runner, parse_args
+    runner = build_runner(argv)
+    metrics = runner.test()  # loads the checkpoint into the detector (inside the TTA model)
     assert 'widerface/AP50' in metrics
-    from tools.test import build_config, parse_args
+    detector = runner.model.module if tta else runner.model
+    assert type(runner.model).__name__ == ('FaceTTAModel' if tta else 'SingleStageDetector')
+    saved = torch.load(ckpt, map_location='cpu')['state_dict']
+    _assert_same_tensors(detector.state_dict(), saved, 'tested weights')
     cfg = build_config(parse_args(argv))
     pipeline = cfg.test_dataloader.dataset.pipeline
     resize = (pipeline[1]['transforms'][0][0] if tta else pipeline[1])

@@ -80,18 +80,24 @@ def build_config(args) -> Config:
     return cfg
 
 
-def main(argv=None) -> int:
+def build_runner(argv=None):
+    """Parse ``argv`` and build the Runner (its ``test()`` loads the checkpoint)."""
     args = parse_args(argv)
     from mmengine.runner import Runner
 
     from mmretinaface.utils import allow_runner_checkpoint_globals, init_cpu_distributed
+    # checkpoints written by tools/train.py, read with torch.load's weights-only default
     allow_runner_checkpoint_globals()
     cfg = build_config(args)
     if args.launcher in ('pytorch', 'slurm') and init_cpu_distributed(args.launcher):
         # CPU: gloo group made above; DDP on CPU takes no device ids
         cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
         cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
-    runner = Runner.from_cfg(cfg)
+    return Runner.from_cfg(cfg)
+
+
+def main(argv=None) -> int:
+    runner = build_runner(argv)
     metrics = runner.test()
     for key, value in metrics.items():
         print(f'{key}: {value:.4f}' if isinstance(value, float) else f'{key}: {value}')
