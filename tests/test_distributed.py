@@ -71,10 +71,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope='module')
-def dist_run(tmp_path_factory):
+def _run_two_processes(tmp: Path) -> dict:
     from mmretinaface.datasets.synthetic import write_synthetic_widerface
-    tmp = tmp_path_factory.mktemp('dist')
     data = tmp / 'data'
     write_synthetic_widerface(str(data), 10, seed=5, size=160, val_fraction=0.2,
                               num_faces=(1, 3))
@@ -114,14 +112,14 @@ def dist_run(tmp_path_factory):
     return dict(work_dir=work_dir, ranks=ranks, params=params, log=proc.stdout + proc.stderr)
 
 
-def test_two_cpu_processes_use_gloo_ddp(dist_run):
+def _check_gloo_ddp(dist_run):
     for r, rec in enumerate(dist_run['ranks']):
         assert rec['rank'] == r and rec['world_size'] == 2 and rec['iters'] == ITERS
         assert rec['wrapper'] == 'MMDistributedDataParallel'
         assert rec['backend'] == ('nccl' if torch.cuda.is_available() else 'gloo')
 
 
-def test_ranks_see_different_data_and_end_with_identical_weights(dist_run):
+def _check_different_data_identical_weights(dist_run):
     rank0, rank1 = dist_run['ranks']
     for step in range(ITERS):
         assert len(rank0['images'][step]) == BATCH
@@ -141,7 +139,7 @@ def test_ranks_see_different_data_and_end_with_identical_weights(dist_run):
         assert torch.equal(ckpt['state_dict'][name], p0[name])
 
 
-def test_logged_loss_is_the_mean_over_ranks(dist_run):
+def _check_logged_loss_is_mean(dist_run):
     rank0, rank1 = dist_run['ranks']
     for key, logged in (('loss', 'logged_loss'), ('loss_kpt', 'logged_loss_kpt')):
         mean = [(a[key] + b[key]) / 2 for a, b in zip(rank0['own_losses'], rank1['own_losses'])]
@@ -155,6 +153,14 @@ def test_logged_loss_is_the_mean_over_ranks(dist_run):
     mean = [(a['loss'] + b['loss']) / 2 for a, b in zip(rank0['own_losses'],
                                                         rank1['own_losses'])]
     assert logged == pytest.approx(mean, rel=1e-4)
+
+
+# One test around one 2-process run (a shared fixture would run once per xdist worker).
+def test_two_cpu_processes_train_in_sync(tmp_path):
+    dist_run = _run_two_processes(tmp_path)
+    _check_gloo_ddp(dist_run)
+    _check_different_data_identical_weights(dist_run)
+    _check_logged_loss_is_mean(dist_run)
 
 
 def test_slurm_env_starts_gloo(monkeypatch):
