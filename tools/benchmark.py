@@ -1320,11 +1320,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--out', default=str(ROOT / 'docs' / 'benchmarks.md'),
                         help='markdown report to write')
     parser.add_argument('--quick', action='store_true',
-                        help='tiny sizes and few repeats (a smoke test, under a minute)')
+                        help='tiny sizes, few repeats, 1 thread unless --threads (a smoke test, '
+                             'under a minute)')
     parser.add_argument('--repeats', type=int, default=None,
                         help='most timed rounds per case (default 10, quick 3)')
     parser.add_argument('--threads', type=int, default=None,
-                        help='torch and onnxruntime intra-op threads (default: torch default)')
+                        help='torch and onnxruntime intra-op threads (default: torch default; '
+                             '1 with --quick)')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--amp', action='store_true',
                         help='autocast the forward and loss (fp16 on CUDA, bf16 on CPU)')
@@ -1345,6 +1347,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         parser.error('--repeats must be >= 1')
     if args.threads is not None and args.threads < 1:
         parser.error('--threads must be >= 1')
+    if args.quick and args.threads is None:
+        args.threads = 1  # a smoke test: one thread does not suffer from busy cores
     return args
 
 
