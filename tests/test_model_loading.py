@@ -41,8 +41,11 @@ def test_missing_weights_name_the_path(tmp_path):
         init_face_detector(DEFAULT_CONFIG, tmp_path / 'nothing.pth')
 
 
-def test_fused_conv_bn_gives_the_same_outputs(mobilenet_detector, converted_checkpoint):
-    fused = init_face_detector(DEFAULT_CONFIG, converted_checkpoint, fuse_conv_bn=True)
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_fused_conv_bn_gives_the_same_outputs(mobilenet_detector, converted_checkpoint,
+                                              channels_last):
+    fused = init_face_detector(DEFAULT_CONFIG, converted_checkpoint, fuse_conv_bn=True,
+                               channels_last=channels_last)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
     assert mobilenet_detector.dataset_meta['classes'] == ('face', )
     x = torch.randn(1, 3, 160, 224) * 50

@@ -343,6 +343,11 @@ def test_degenerate_and_empty_gts():
     for t in (cls, bbox, kpt):
         assert torch.equal(t.grad, torch.zeros_like(t))
 
+    # A batch without any ground-truth box at all (every image empty).
+    empty = multibox_loss(cls, bbox, kpt, priors, [torch.zeros(0, 4)] * 3,
+                          [torch.zeros(0, K, 2)] * 3, [torch.zeros(0, K)] * 3)
+    assert all(v.item() == 0 for v in empty.values())
+
     # Degenerate boxes next to a real face: same result as the face alone.
     face = torch.tensor([[20., 20., 36., 36.]])
     face_kpts = torch.full((1, K, 2), 30.)

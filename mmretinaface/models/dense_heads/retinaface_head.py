@@ -181,14 +181,21 @@ class RetinaFaceHead(BaseDenseHead):
         original-image pixels (divided by ``scale_factor``).
         """
         cfg = ConfigDict(cfg if cfg is not None else self.test_cfg)
-        scores, boxes, points = self.decode(cls_scores, bbox_preds, kpt_preds)
+        cls, reg, kpt = self.flatten_outputs(cls_scores, bbox_preds, kpt_preds)
+        priors = self.get_priors(cls_scores)
+        scores = F.softmax(cls, dim=-1)[..., 1]
         batch_img_metas = batch_img_metas or [{} for _ in range(scores.shape[0])]
+        score_thr = cfg.get('score_thr', 0.0)
         results = []
-        for img_scores, img_boxes, img_points, meta in zip(scores, boxes, points,
-                                                           batch_img_metas):
-            results.append(
-                self._predict_single(img_scores, img_boxes, img_points, meta, cfg, rescale,
-                                     with_nms))
+        for img_scores, img_reg, img_kpt, meta in zip(scores, reg, kpt, batch_img_metas):
+            # Decode only the priors above the score threshold (the same values as
+            # :meth:`decode` gives them; typically ~1% of the priors).
+            keep = (img_scores > score_thr).nonzero().squeeze(1)
+            img_priors = priors[keep]
+            results.append(self._predict_single(
+                img_scores[keep], decode_boxes(img_reg[keep], img_priors, self.variances),
+                decode_landmarks(img_kpt[keep], img_priors, self.variances), meta, cfg,
+                rescale, with_nms))
         return results
 
     def _predict_single(self, scores: Tensor, boxes: Tensor, points: Tensor, img_meta: dict,
