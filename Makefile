@@ -44,7 +44,7 @@ test-all: $(STAMP) lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 benchmark: $(STAMP) $(CKPT)
-	$(PY) tools/benchmark.py --out docs/benchmarks.md
+	$(PY) tools/benchmark.py --threads 1 --out docs/benchmarks.md
 
 clean-venv:
 	rm -rf $(VENV)
