@@ -19,6 +19,21 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path, converted_checkpoint):
     assert str(broken) in message
 
 
+def test_runner_checkpoints_load_for_inference(tmp_path, converted_checkpoint):
+    """What tools/train.py writes (message_hub with HistoryBuffer, numpy) loads safely."""
+    import numpy as np
+    from mmengine.logging import HistoryBuffer
+    ckpt = torch.load(converted_checkpoint, weights_only=True)
+    buffer = HistoryBuffer()
+    buffer.update(np.float64(0.5))
+    ckpt['message_hub'] = dict(log_scalars={'train/loss': buffer},
+                               runtime_info={'iter': np.int64(10)})
+    path = tmp_path / 'epoch_1.pth'
+    torch.save(ckpt, path)
+    model = init_face_detector(DEFAULT_CONFIG, path)
+    assert model.dataset_meta['classes'] == ('face', )
+
+
 def test_landmark_count_mismatch_is_reported(converted_checkpoint):
     with pytest.raises(ValueError, match='kpt_convs'):
         build_face_detector(str(DEFAULT_CONFIG), converted_checkpoint,

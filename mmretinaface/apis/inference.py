@@ -45,7 +45,9 @@ def load_face_checkpoint(model: nn.Module, weights: Union[str, os.PathLike]) -> 
     checkpoint's ``meta``.
     """
     from ..converters import FACE_DATASET_META, load_state_dict_strict
+    from ..utils import allow_runner_checkpoint_globals
     path = check_weights_path(weights)
+    allow_runner_checkpoint_globals()  # tools/train.py checkpoints: message_hub, numpy
     try:
         checkpoint = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as err:
