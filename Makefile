@@ -10,7 +10,7 @@ CKPT := checkpoints/retinaface_mobilenet0.25_widerface.pth
 DEMO_OUT ?= outputs/demo
 # Two xdist workers with one torch thread each use the 2 cores better than one
 # process with two threads (the tests are many small forward passes).
-PYTEST_ARGS ?= -n 2
+PYTEST_ARGS ?= -n 2 --dist loadscope
 
 .PHONY: setup demo test test-all lint benchmark clean-venv
 
