@@ -53,15 +53,9 @@ def _replace_resize(pipeline: list, resize: dict) -> None:
 
 
 def build_config(args) -> Config:
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
+    from mmretinaface.utils.cli import load_tool_config
+    cfg = load_tool_config(args.config, args.launcher, args.cfg_options, args.work_dir)
     cfg.load_from = args.checkpoint
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     evaluator = cfg.test_evaluator
     if args.gt_dir is not None:
         evaluator.gt_dir = args.gt_dir

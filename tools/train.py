@@ -17,7 +17,6 @@ ImageNet init of the backbone is a path you set, nothing is downloaded:
 """
 import argparse
 import os
-import os.path as osp
 import sys
 from typing import List, Optional
 
@@ -54,14 +53,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def build_config(args: argparse.Namespace) -> Config:
     """The config with the command-line options applied (no Runner yet)."""
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    from mmretinaface.utils.cli import load_tool_config
+    cfg = load_tool_config(args.config, args.launcher, args.cfg_options, args.work_dir)
     if args.amp:
         optim_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
         if optim_type == 'AmpOptimWrapper':
