@@ -891,24 +891,21 @@ def _render_findings(res: dict) -> List[str]:
                      f'{_ratio(_ms(o, "forward"), fused):.2f}x; together with channels_last '
                      f'weights and input the forward takes {best:.0f} ms '
                      f'({_ratio(_ms(o, "forward"), best):.2f}x faster in the options run, '
-                     f'{_ratio(best, ref_ms):.2f}x the reference ONNX; outputs equal to 1e-4). '
-                     'Proposed (not applied): a `channels_last` option next to `fuse_conv_bn`.')
+                     f'{_ratio(best, ref_ms):.2f}x the reference ONNX; outputs equal to 1e-4): '
+                     '`init_face_detector(fuse_conv_bn=True, channels_last=True)`, the demo\'s '
+                     'default.')
         out.append(text)
     onnx = prof.get('onnx') if 'error' not in prof else None
     if onnx:
         ref_total, ours_total = sum(onnx['reference'].values()), sum(onnx['ours'].values())
         extra = sum(onnx['ours'].get(op, 0.0) for op in ('Sub', 'Div'))
         out.append(f'- **Our ONNX vs the reference ONNX**: the graphs are the same except that '
-                   'ours takes raw pixels and computes `(image - mean) / std` inside: a `Sub` '
-                   'and a `Div` node over the whole input. ONNX Runtime\'s profiler puts them '
-                   f'at {extra:.1f} ms of {ours_total:.1f} ms kernel time '
-                   f'({100 * _ratio(extra, ours_total):.0f}%; reference {ref_total:.1f} ms). '
-                   'The reference needs the same subtraction outside the graph (the "+ numpy '
-                   'mean subtraction" column). The division is by std = 1: skipping it at '
-                   'export when std is all ones (proposed for `deploy/onnx_export.py`) '
-                   'removes half of that cost; in a separate interleaved run (1 thread) '
-                   'that export took 1.01x / 0.98x the reference\'s time at 640x480 batch 1 '
-                   '/ 1280x720 batch 8, against 1.10x / 1.04x for the current export.')
+                   'ours takes raw pixels and subtracts the mean inside (a `Sub` node over '
+                   'the whole input; the division by std is left out of the graph when std is '
+                   f'all ones). ONNX Runtime\'s profiler puts it at {extra:.1f} ms of '
+                   f'{ours_total:.1f} ms kernel time ({100 * _ratio(extra, ours_total):.0f}%; '
+                   f'reference {ref_total:.1f} ms). The reference needs the same subtraction '
+                   'outside its graph (the "+ numpy mean subtraction" column).')
     for row in _targets(res):
         if row[3] != 'MISS':
             continue
