@@ -19,8 +19,7 @@ from mmretinaface.models.task_modules import (
     prior_boxes,
     reference_featmap_sizes,
 )
-from tests.reference_multibox import ReferenceMultiBoxLoss, to_reference_targets
-from tests.reference_retinaface import reference_prior_box
+from mmretinaface.testing import ReferenceMultiBoxLoss, reference_prior_box, to_reference_targets
 
 MIN_SIZES = [[16, 32], [64, 128], [256, 512]]
 STEPS = [8, 16, 32]

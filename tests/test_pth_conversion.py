@@ -1,6 +1,6 @@
 """Reference ``.pth`` state dicts convert into our model with identical outputs.
 
-The oracle is ``tests/reference_retinaface.py``: a reference-shaped RetinaFace
+The oracle is ``mmretinaface/testing/reference_retinaface.py``: a reference-shaped RetinaFace
 written from the walkthrough and DESIGN.md with plain ``torch.nn`` (no
 mmretinaface code). We give it random weights and non-trivial BN statistics,
 save its ``state_dict()`` as the reference would (optionally with
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.reference_retinaface import RetinaFace, nhwc_flatten, randomize_, reference_prior_box
+from mmretinaface.testing import RetinaFace, nhwc_flatten, randomize_, reference_prior_box
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {

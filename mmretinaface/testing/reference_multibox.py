@@ -4,14 +4,15 @@ Written after ``/work/shared/reference/retinaface_walkthrough.txt`` (PriorBox,
 match, encode, encode_landm, MultiBoxLoss.forward) plus the SSD ``point_form`` /
 ``jaccard`` / ``log_sum_exp`` helpers they call, keeping the reference's loops,
 [0, 1]-normalised coordinates and quirks (including the hard-GT "stealing" in
-``match``). CPU or any device; nothing here imports ``mmretinaface``.
+``match``). CPU or any device; it shares no code with the rest of ``mmretinaface``
+(plain ``torch`` only), so it stays an independent oracle.
 
 Targets per image are ``(G, 4 + 2K + 1)``: xyxy box, K landmarks (x, y), label
 (1 = face with landmarks, -1 = face without landmarks, whose landmarks are -1).
 
-Usage (e.g. from a benchmark at the repository root)::
+Usage (tests and ``tools/benchmark.py``)::
 
-    from tests.reference_multibox import ReferenceMultiBoxLoss, to_reference_targets
+    from mmretinaface.testing import ReferenceMultiBoxLoss, to_reference_targets
     loss_l, loss_c, loss_landm = ReferenceMultiBoxLoss(num_landmarks=5)(
         (loc, conf, landm), priors_unit, to_reference_targets(boxes, kpts, vis, 640))
 """
