@@ -44,7 +44,8 @@ def load_face_checkpoint(model: nn.Module, weights: Union[str, os.PathLike]) -> 
     checkpoint and checks its ``num_keypoints`` against the head. Returns the
     checkpoint's ``meta``.
     """
-    from ..converters import FACE_DATASET_META, load_state_dict_strict
+    from ..converters import load_state_dict_strict
+    from ..datasets.metainfo import FACE_METAINFO
     from ..utils import allow_runner_checkpoint_globals
     path = check_weights_path(weights)
     allow_runner_checkpoint_globals()  # tools/train.py checkpoints: message_hub, numpy
@@ -63,7 +64,7 @@ def load_face_checkpoint(model: nn.Module, weights: Union[str, os.PathLike]) -> 
     except ValueError as err:
         raise ValueError(f'{path}: {err}') from None
     meta = checkpoint.get('meta', {}) or {}
-    dataset_meta = dict(meta.get('dataset_meta') or FACE_DATASET_META)
+    dataset_meta = dict(meta.get('dataset_meta') or FACE_METAINFO)
     head_points = getattr(getattr(model, 'bbox_head', None), 'num_keypoints', None)
     ckpt_points = dataset_meta.get('num_keypoints', head_points)
     if head_points is not None and ckpt_points != head_points:
@@ -107,8 +108,8 @@ def build_face_detector(config: Union[str, os.PathLike, Config],
     if weights is not None:
         load_face_checkpoint(model, weights)
     else:
-        from ..converters import FACE_DATASET_META
-        model.dataset_meta = dict(FACE_DATASET_META)
+        from ..datasets.metainfo import FACE_METAINFO
+        model.dataset_meta = dict(FACE_METAINFO)
     if fuse_conv_bn:
         from mmcv.cnn import fuse_conv_bn as fuse
         model = fuse(model)

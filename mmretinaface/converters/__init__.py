@@ -1,6 +1,5 @@
 """Weight conversion from the reference RetinaFace (state dicts and ONNX)."""
 from .reference import (
-                        FACE_DATASET_META,
                         UnsafeCheckpointError,
                         convert_reference_state_dict,
                         detect_reference_body,
@@ -12,7 +11,7 @@ from .reference import (
 )
 
 __all__ = [
-    'FACE_DATASET_META', 'UnsafeCheckpointError', 'convert_reference_state_dict',
+    'UnsafeCheckpointError', 'convert_reference_state_dict',
     'detect_reference_body', 'load_reference_checkpoint', 'load_state_dict_strict',
     'onnx_to_reference_state_dict', 'reference_to_mmdet_key', 'save_mmdet_checkpoint'
 ]

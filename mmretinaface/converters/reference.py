@@ -17,12 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-KEYPOINT_NAMES_5 = ('left_eye', 'right_eye', 'nose', 'left_mouth', 'right_mouth')
-FACE_DATASET_META = dict(
-    classes=('face', ),
-    num_keypoints=5,
-    keypoint_names=KEYPOINT_NAMES_5,
-    flip_indices=[1, 0, 2, 4, 3])
+from ..datasets.metainfo import FACE_METAINFO
+
 BN_EPS = 1e-5
 
 _Rule = Tuple[re.Pattern, Callable[[re.Match], str]]
@@ -256,5 +252,5 @@ def save_mmdet_checkpoint(state_dict: Mapping[str, Tensor], out_path: str,
                           dataset_meta: Optional[dict] = None, **meta) -> None:
     """Save an mmengine-style checkpoint with ``meta.dataset_meta``."""
     meta = dict(meta)
-    meta['dataset_meta'] = dict(dataset_meta or FACE_DATASET_META)
+    meta['dataset_meta'] = dict(dataset_meta or FACE_METAINFO)
     torch.save({'meta': meta, 'state_dict': OrderedDict(state_dict)}, out_path)

@@ -1,5 +1,5 @@
 """Horizontal-flip test-time augmentation that merges landmarks correctly."""
-from typing import List
+from typing import List, Sequence
 
 import torch
 from mmcv.ops import batched_nms
@@ -7,6 +7,8 @@ from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 from mmengine.model import BaseTTAModel
 from mmengine.structures import InstanceData
+
+from ..datasets.metainfo import FACE_FLIP_INDICES
 
 
 def unflip_instances(instances: InstanceData, width: float, flip_indices: List[int]
@@ -29,14 +31,15 @@ class FaceTTAModel(BaseTTAModel):
 
     Each view's predictions are in original-image pixels (``rescale=True``);
     mirrored views are mapped back with :func:`unflip_instances` using the
-    ``flip_indices`` of the dataset (``[1, 0, 2, 4, 3]`` for 5 points).
+    ``flip_indices`` of the dataset (default: the five face landmarks of
+    :mod:`mmretinaface.datasets.metainfo`).
 
     Args:
         tta_cfg: ``nms`` (an mmcv NMS config) and ``max_per_img``.
         flip_indices: left/right permutation of the landmarks.
     """
 
-    def __init__(self, tta_cfg: dict = None, flip_indices: List[int] = (1, 0, 2, 4, 3),
+    def __init__(self, tta_cfg: dict = None, flip_indices: Sequence[int] = FACE_FLIP_INDICES,
                  **kwargs) -> None:
         super().__init__(**kwargs)
         self.tta_cfg = tta_cfg or dict(nms=dict(type='nms', iou_threshold=0.4), max_per_img=750)

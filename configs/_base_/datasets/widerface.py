@@ -70,8 +70,7 @@ test_scale_protocols = dict(
 # Horizontal-flip test-time augmentation (tools/test.py --tta): landmarks are
 # mirrored back and left/right swapped before the views are merged.
 tta_model = dict(
-    type='FaceTTAModel',
-    flip_indices=[1, 0, 2, 4, 3],
+    type='FaceTTAModel',  # flip_indices default: FACE_FLIP_INDICES (datasets/metainfo.py)
     tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.4), max_per_img=750))
 tta_pipeline = [
     dict(type='LoadImageFromFile', backend_args=backend_args),
