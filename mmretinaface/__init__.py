@@ -1,9 +1,30 @@
-"""RetinaFace for MMDetection 3.x.
+"""RetinaFace (face boxes + 5 landmarks) for MMDetection 3.x.
 
-Importing this package registers every component (models, transforms,
-datasets, metrics, visualizer) into mmdet's registries, so
-configs only need ``custom_imports = dict(imports=['mmretinaface'])``.
+``import mmretinaface`` is cheap: it imports neither torch nor mmdet.
+Configs register the components with
+``custom_imports = dict(imports=['mmretinaface.register'])``; the inference
+API (:class:`~mmretinaface.apis.FaceInferencer`, ...) loads on first use.
 """
-from . import apis, datasets, deploy, evaluation, models, utils, visualization  # noqa: F401
-
 __version__ = '0.1.0'
+
+# name -> submodule that defines it, imported on first attribute access
+_LAZY = {
+    'FaceInferencer': 'apis',
+    'init_face_detector': 'apis',
+    'get_config_path': 'apis',
+    'get_weights_path': 'apis',
+    'list_configs': 'apis',
+}
+
+__all__ = ['__version__', *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(f'{__name__}.{_LAZY[name]}'), name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from mmretinaface.apis import bundled_photo  # noqa: F401  (tests import it from here)
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.* helpers and tools/ scripts import from the root
 
@@ -13,7 +15,7 @@ sys.path.insert(0, str(ROOT))  # tests.* helpers and tools/ scripts import from 
 def _register():
     from mmdet.utils import register_all_modules
     register_all_modules(init_default_scope=True)
-    import mmretinaface  # noqa: F401
+    import mmretinaface.register  # noqa: F401
 
 
 @pytest.fixture(scope='session')
@@ -27,8 +29,9 @@ def converted_checkpoint(tmp_path_factory) -> str:
 
 @pytest.fixture(scope='session')
 def mobilenet_detector(converted_checkpoint):
-    from mmretinaface.apis import DEFAULT_CONFIG, init_face_detector
-    return init_face_detector(DEFAULT_CONFIG, converted_checkpoint, device='cpu')
+    from mmretinaface.apis import init_face_detector
+    return init_face_detector('retinaface_mobilenet0.25_widerface', converted_checkpoint,
+                              device='cpu')
 
 
 @pytest.fixture(scope='session')

@@ -17,13 +17,13 @@ from PIL import Image, ImageOps
 
 from mmretinaface.apis import (
     ARCFACE_TEMPLATE_112,
-    DEFAULT_CONFIG,
+    bundled_photo,
     detect_faces,
     instances_to_dict,
     load_image,
 )
 from mmretinaface.visualization import KEYPOINT_COLORS
-from tests.conftest import ROOT, bundled_photo
+from tests.conftest import ROOT
 
 SCORE_THR = 0.5
 VIS_MAX = 400  # the 512x600 photos are drawn at 341x400
@@ -37,18 +37,18 @@ def demo_main():
 
 @pytest.fixture(autouse=True)
 def _reuse_loaded_models(monkeypatch):
-    """Every main() call parses, builds and loads normally, but one model per
-    (config, weights, device) is loaded per module to keep the tests fast."""
+    """Every main() call parses, builds and loads normally, but one FaceInferencer per
+    (config, weights, device, options) is made per module to keep the tests fast."""
     import mmretinaface.apis as apis
-    real = apis.init_face_detector
+    real = apis.FaceInferencer
 
-    def cached(config, weights, device='cpu', **kwargs):
-        key = (str(config), str(weights), device)
+    def cached(model=None, weights=None, **kwargs):
+        key = (str(model), str(weights), tuple(sorted(kwargs.items())))
         if key not in _MODELS:
-            _MODELS[key] = real(config, weights, device=device, **kwargs)
+            _MODELS[key] = real(model, weights, **kwargs)
         return _MODELS[key]
 
-    monkeypatch.setattr(apis, 'init_face_detector', cached)
+    monkeypatch.setattr(apis, 'FaceInferencer', cached)
 
 
 _MODELS: dict = {}
@@ -325,4 +325,4 @@ def test_huge_image_runs_within_memory_and_maps_back(tmp_path, converted_checkpo
 
 def _model(checkpoint):
     import mmretinaface.apis as apis
-    return apis.init_face_detector(DEFAULT_CONFIG, checkpoint)
+    return apis.init_face_detector('retinaface_mobilenet0.25_widerface', checkpoint)

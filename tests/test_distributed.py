@@ -82,7 +82,7 @@ def _run_two_processes(tmp: Path) -> dict:
     config = tmp / 'dist_config.py'
     config.write_text(textwrap.dedent(f'''
         _base_ = {str(ROOT / 'configs' / 'retinaface_mobilenet0.25_synthetic.py')!r}
-        custom_imports = dict(imports=['mmretinaface', 'dist_probe'],
+        custom_imports = dict(imports=['mmretinaface.register', 'dist_probe'],
                               allow_failed_imports=False)
         custom_hooks = [dict(type='RankProbeHook', out_dir={str(records)!r}),
                         dict(type='AverageLossAcrossRanksHook')]

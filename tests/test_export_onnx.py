@@ -9,7 +9,7 @@ import onnx
 import pytest
 import torch
 
-from mmretinaface.apis import DEFAULT_CONFIG, detect_faces, load_image
+from mmretinaface.apis import detect_faces, get_config_path, load_image
 from mmretinaface.deploy import RetinaFaceExportWrapper, export_onnx, postprocess_decoded
 from tests.conftest import ROOT, bundled_photo
 
@@ -46,7 +46,8 @@ def decoded_onnx(tmp_path_factory, converted_checkpoint):
     """Exported by the command-line tool (with its own onnxruntime check)."""
     from tools.export_onnx import main
     path = tmp_path_factory.mktemp('onnx') / 'retinaface.onnx'
-    assert main([str(DEFAULT_CONFIG), converted_checkpoint, '--out', str(path), '--decode',
+    config = get_config_path('retinaface_mobilenet0.25_widerface')
+    assert main([config, converted_checkpoint, '--out', str(path), '--decode',
                  '--verify']) == 0
     return path
 

@@ -1,5 +1,6 @@
-"""mmdet's DetInferencer on our configs; FaceInferencer (keypoints in JSON, landmarks drawn);
-the max-size path of the API (downscale for the network, results in original pixels)."""
+"""mmdet's DetInferencer on our configs; FaceInferencer (keypoints in JSON, landmarks drawn,
+configs by name, default weights, built models, the fast default path); LimitSize, the one
+max-size step (downscale for the network, results in original pixels via scale_factor)."""
 import json
 import warnings
 from pathlib import Path
@@ -8,21 +9,25 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from mmengine.config import Config
 
 from mmretinaface.apis import (
-    DEFAULT_CONFIG,
-    DEFAULT_WEIGHTS,
     FaceInferencer,
+    bundled_photo,
     detect_faces,
-    fit_max_size,
+    get_config_path,
+    init_face_detector,
     instances_to_dict,
+    list_configs,
     load_image,
-    rescale_instances,
 )
+from mmretinaface.apis.model_zoo import DEFAULT_MODEL, HOME_ENV
+from mmretinaface.datasets.transforms import LimitSize
+from mmretinaface.datasets.transforms.limit_size import limited_size
 from mmretinaface.visualization import KEYPOINT_COLORS, FaceLocalVisualizer
-from tests.conftest import bundled_photo
 
-CONFIGS = sorted(str(p) for p in (Path(DEFAULT_CONFIG).parent).glob('retinaface_*.py'))
+CONFIG = get_config_path(DEFAULT_MODEL)
+CONFIGS = [get_config_path(name) for name in list_configs()]
 
 
 @pytest.fixture(scope='module')
@@ -32,7 +37,7 @@ def grace():
 
 @pytest.fixture(scope='module')
 def reference(mobilenet_detector, grace):
-    """detect_faces on grace_hopper: what every other path must reproduce."""
+    """detect_faces with the model as loaded: what every other path must reproduce."""
     (faces, ) = detect_faces(mobilenet_detector, [grace])
     assert (faces.scores >= 0.5).sum() >= 1
     return faces
@@ -40,13 +45,9 @@ def reference(mobilenet_detector, grace):
 
 @pytest.fixture(scope='module')
 def inferencer(converted_checkpoint):
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter('always')
-        inf = FaceInferencer(str(DEFAULT_CONFIG), converted_checkpoint, device='cpu',
-                             show_progress=False)
-    assert not [w for w in caught if 'Failed to add' in str(w.message)], \
-        'the inferencer visualizer must not warn about vis backends'
-    return inf
+    """The model as loaded (optimize=False): the same computation as ``reference``."""
+    return FaceInferencer(CONFIG, converted_checkpoint, device='cpu', show_progress=False,
+                          optimize=False)
 
 
 def close(a, b, atol=1e-4):
@@ -63,7 +64,7 @@ def iou(a, b) -> float:
 # ----------------------------------------------------------------- DetInferencer
 def test_plain_det_inferencer_works_with_our_config(converted_checkpoint, grace, reference):
     from mmdet.apis import DetInferencer
-    inf = DetInferencer(model=str(DEFAULT_CONFIG), weights=converted_checkpoint, device='cpu',
+    inf = DetInferencer(model=CONFIG, weights=converted_checkpoint, device='cpu',
                         show_progress=False)
     (pred, ) = inf(grace)['predictions']
     assert set(pred) >= {'bboxes', 'scores', 'labels'}
@@ -76,9 +77,8 @@ def test_plain_det_inferencer_works_with_our_config(converted_checkpoint, grace,
 @pytest.mark.parametrize('config', CONFIGS, ids=lambda p: Path(p).stem)
 def test_det_inferencer_pipeline_needs_no_annotations(config):
     """DetInferencer swaps LoadImageFromFile for InferencerLoader; LoadFaceAnnotations,
-    ResizeWithLandmarks and PackFaceInputs then run on an image without any label."""
+    ResizeWithLandmarks, LimitSize and PackFaceInputs then run on an image without labels."""
     from mmdet.apis import DetInferencer
-    from mmengine.config import Config
     cfg = Config.fromfile(config)
     pipeline = DetInferencer._init_pipeline(object.__new__(DetInferencer), cfg)
     image = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
@@ -104,9 +104,13 @@ def test_face_inferencer_json_has_the_api_keypoints(inferencer, grace, reference
 
 
 def test_face_inferencer_draws_landmark_colours(inferencer, grace, reference):
-    assert isinstance(inferencer.visualizer, FaceLocalVisualizer)
     image = load_image(grace)[..., ::-1]  # RGB, as the visualizer returns
-    out = inferencer(grace, return_vis=True, pred_score_thr=0.5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        out = inferencer(grace, return_vis=True, pred_score_thr=0.5)
+    assert not [w for w in caught if 'Failed to add' in str(w.message)], \
+        'the inferencer visualizer must not warn about vis backends'
+    assert isinstance(inferencer.visualizer, FaceLocalVisualizer)
     (drawn, ) = out['visualization']
     assert drawn.shape == image.shape
     kept = reference.scores >= 0.5
@@ -115,6 +119,15 @@ def test_face_inferencer_draws_landmark_colours(inferencer, grace, reference):
             x, y = int(round(x)), int(round(y))
             assert np.array_equal(drawn[y, x], KEYPOINT_COLORS[k]), (k, drawn[y, x])
             assert not np.array_equal(image[y, x], KEYPOINT_COLORS[k])
+    # vis_max_size: a smaller drawing, the landmarks at the scaled positions
+    (small, ) = inferencer(grace, return_vis=True, pred_score_thr=0.5,
+                           vis_max_size=300)['visualization']
+    assert small.shape == (300, 256, 3)
+    scale = np.array([256 / 512, 300 / 600])
+    for face in reference.keypoints[kept].numpy():
+        for k, point in enumerate(face * scale):
+            x, y = np.round(point).astype(int)
+            assert np.array_equal(small[y, x], KEYPOINT_COLORS[k])
 
 
 def test_face_inferencer_arrays_batches_and_empty_results(inferencer, grace, reference):
@@ -133,50 +146,30 @@ def test_face_inferencer_arrays_batches_and_empty_results(inferencer, grace, ref
     assert not blank_faces
     assert [v.shape for v in map(np.asarray, out['visualization'])] == [
         bgr.shape, bgr.shape, blank.shape]
+    # data samples: the tensors behind the dicts, in original pixels
+    (sample, ) = inferencer(bgr, return_datasamples=True)['predictions']
+    assert sample.ori_shape == bgr.shape[:2]
+    assert torch.allclose(sample.pred_instances.keypoints, reference.keypoints, atol=1e-4)
 
 
 def test_face_inferencer_max_size_maps_back_to_original_pixels(inferencer, grace, reference):
     big = cv2.resize(load_image(grace), None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
-    (pred, ) = inferencer(big, max_size=600)['predictions']
+    (sample, ) = inferencer(big, max_size=600, return_datasamples=True)['predictions']
+    assert sample.scale_factor == (512 / 1024, 600 / 1200)  # LimitSize's, in the metainfo
+    assert sample.img_shape == (600, 512) and sample.ori_shape == (1200, 1024)
+    pred = instances_to_dict(sample.pred_instances)
     top = int(np.argmax(pred['scores']))
     face = reference.scores.argmax()
     # the network saw ~the original photo; results are in the 2x image's pixels
     assert close(pred['bboxes'][top], 2 * reference.bboxes[face], atol=4)
     assert close(pred['keypoints'][top], 2 * reference.keypoints[face], atol=4)
-
-
-def test_face_inferencer_default_model_and_missing_weights(tmp_path):
-    with pytest.raises(FileNotFoundError, match='nope.pth'):
-        FaceInferencer(weights=tmp_path / 'nope.pth')
-    with pytest.raises(FileNotFoundError, match='config not found'):
-        FaceInferencer(model=tmp_path / 'nope.py')
-    if not Path(DEFAULT_WEIGHTS).is_file():
-        pytest.skip(f'{DEFAULT_WEIGHTS} not converted (make demo)')
-    inf = FaceInferencer(show_progress=False)
-    assert inf.model.dataset_meta['classes'] == ('face', )
-    assert inf.model.bbox_head.num_keypoints == 5
-
-
-# --------------------------------------------------------------- max size in the API
-def test_fit_max_size_and_rescale_are_inverse():
-    image = np.zeros((4000, 6000, 3), np.uint8)
-    small, (sx, sy) = fit_max_size(image, 1000)
-    assert small.shape == (667, 1000, 3)
-    assert (sx, sy) == (1000 / 6000, 667 / 4000)
-    same, scale = fit_max_size(image, 0)
-    assert same is image and scale == (1.0, 1.0)
-    assert fit_max_size(image, 6000)[0] is image
-    tiny, _ = fit_max_size(np.zeros((1, 500, 3), np.uint8), 100)
-    assert tiny.shape == (1, 100, 3)
-
-    from mmengine.structures import InstanceData
-    inst = InstanceData(bboxes=torch.tensor([[100., 50., 200., 150.]]),
-                        keypoints=torch.tensor([[[150., 100.]] * 5]))
-    back = rescale_instances(inst, (sx, sy))
-    assert torch.allclose(back.bboxes, torch.tensor([[600., 50 * 4000 / 667, 1200.,
-                                                      150 * 4000 / 667]]))
-    assert torch.allclose(back.keypoints[0, 0], torch.tensor([900., 100 * 4000 / 667]))
-    assert torch.equal(inst.bboxes, torch.tensor([[100., 50., 200., 150.]]))  # not modified
+    # the per-call limit is not kept: the next call runs at the configured size
+    assert inferencer.max_size == 4096
+    (again, ) = inferencer(big, return_datasamples=True)['predictions']
+    assert again.img_shape == (1200, 1024) and again.scale_factor == (1.0, 1.0)
+    with pytest.raises(ValueError, match='max_size'):
+        inferencer(big, max_size=-1)
+    assert inferencer.max_size == 4096
 
 
 def test_detect_faces_max_size_on_a_large_canvas(mobilenet_detector, grace, reference):
@@ -202,6 +195,106 @@ def test_detect_faces_max_size_on_a_large_canvas(mobilenet_detector, grace, refe
         < 2 * zoom
     assert (faces.keypoints[best] - (zoom * reference.keypoints[face] + offset)).abs().max() \
         < 2 * zoom
+
+
+def test_the_default_fast_path_gives_the_same_faces(converted_checkpoint, grace, reference):
+    """optimize=True (the default: BN folded, channels_last) equals the model as loaded."""
+    fast = FaceInferencer(CONFIG, converted_checkpoint, device='cpu', show_progress=False)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.model.modules())
+    convs = [m.weight for m in fast.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    (pred, ) = fast(grace)['predictions']
+    assert close(pred['scores'], reference.scores, atol=1e-4)
+    assert close(pred['bboxes'], reference.bboxes, atol=1e-3)
+    assert close(pred['keypoints'], reference.keypoints, atol=1e-3)
+
+
+def test_configs_by_name_and_default_weights(monkeypatch, tmp_path, grace, reference):
+    """FaceInferencer() / FaceInferencer(NAME) / NAME.py: the packaged config and the
+    default weights, converted into an empty cache; the same faces as the converted
+    checkpoint. Missing files are named."""
+    monkeypatch.setenv(HOME_ENV, str(tmp_path / 'cache'))
+    monkeypatch.chdir(tmp_path)  # names resolve from any directory
+    with pytest.raises(FileNotFoundError, match='nope.pth'):
+        FaceInferencer(weights=tmp_path / 'nope.pth')
+    with pytest.raises(FileNotFoundError, match='config not found'):
+        FaceInferencer(model=tmp_path / 'nope.py')
+    with pytest.raises(FileNotFoundError, match='config not found'):
+        FaceInferencer('retinaface_nonexistent')
+    assert not (tmp_path / 'cache').exists()
+    default = FaceInferencer(device='cpu', show_progress=False, optimize=False)
+    (made, ) = (tmp_path / 'cache').iterdir()
+    assert made.name.startswith(DEFAULT_MODEL) and made.suffix == '.pth'
+    assert default.model.dataset_meta['classes'] == ('face', )
+    assert default.model.bbox_head.num_keypoints == 5
+    (pred, ) = default(grace)['predictions']
+    assert close(pred['keypoints'], reference.keypoints, atol=1e-3)
+    for model in (DEFAULT_MODEL, DEFAULT_MODEL + '.py'):
+        named = FaceInferencer(model, device='cpu', show_progress=False, optimize=False)
+        assert close(named(grace)['predictions'][0]['keypoints'], pred['keypoints'], atol=0)
+    assert list((tmp_path / 'cache').iterdir()) == [made]  # converted once
+    # mmdet's own inferencer with the packaged config path and those weights
+    from mmdet.apis import DetInferencer
+    det = DetInferencer(model=get_config_path(DEFAULT_MODEL), weights=str(made), device='cpu',
+                        show_progress=False)
+    assert close(det(grace)['predictions'][0]['bboxes'], pred['bboxes'], atol=1e-3)
+
+
+def test_a_built_model_and_a_config_without_limit_size(mobilenet_detector, grace, reference):
+    """FaceInferencer wraps a detector from init_face_detector as is; a test pipeline
+    without LimitSize gets one, so max_size works with any config."""
+    wrapped = FaceInferencer(mobilenet_detector, show_progress=False)
+    assert wrapped.model is mobilenet_detector
+    with pytest.raises(ValueError, match='weights'):
+        FaceInferencer(mobilenet_detector, weights='x.pth')
+    cfg = Config.fromfile(CONFIG)
+    cfg.test_dataloader.dataset.pipeline = [
+        step for step in cfg.test_dataloader.dataset.pipeline if step['type'] != 'LimitSize']
+    model = init_face_detector(cfg)  # random weights: only the geometry is checked
+    plain = FaceInferencer(model, show_progress=False)
+    assert plain.max_size is None
+    assert [type(t).__name__ for t in plain.pipeline.transforms][-2] == 'LimitSize'
+    (sample, ) = plain(load_image(grace), max_size=300, return_datasamples=True)['predictions']
+    assert sample.img_shape == (300, 256) and sample.ori_shape == (600, 512)
+    (faces, ) = detect_faces(wrapped, [grace])
+    assert torch.equal(faces.keypoints, reference.keypoints)
+
+
+# --------------------------------------------------------------- the LimitSize step
+def test_limited_size():
+    assert limited_size(6000, 4000, 1000) == (1000, 667)
+    assert limited_size(6000, 4000, 0) == (6000, 4000)
+    assert limited_size(6000, 4000, None) == (6000, 4000)
+    assert limited_size(6000, 4000, 6000) == (6000, 4000)
+    assert limited_size(500, 1, 100) == (100, 1)
+
+
+def test_limit_size_composes_the_scale_factor_and_maps_back():
+    """After a 2x resize, LimitSize(1000) on 1200x800: scale_factor is the product, and
+    dividing network-pixel coordinates by it (mmdet's rescale) gives original pixels."""
+    from mmdet.structures.bbox import HorizontalBoxes
+    image = np.zeros((800, 1200, 3), np.uint8)
+    results = dict(img=image, img_shape=(800, 1200), scale_factor=(2.0, 2.0),
+                   gt_bboxes=HorizontalBoxes(torch.tensor([[100., 50., 200., 150.]])),
+                   gt_keypoints=np.array([[[150., 100.]] * 5], np.float32))
+    out = LimitSize(max_size=1000)(results)
+    assert out['img'].shape == (667, 1000, 3) and out['img_shape'] == (667, 1000)
+    sx, sy = 1000 / 1200, 667 / 800
+    assert out['scale_factor'] == (2.0 * sx, 2.0 * sy)
+    torch.testing.assert_close(out['gt_bboxes'].tensor,
+                               torch.tensor([[100 * sx, 50 * sy, 200 * sx, 150 * sy]]))
+    np.testing.assert_allclose(out['gt_keypoints'][0, 0], [150 * sx, 100 * sy], rtol=1e-6)
+    np.testing.assert_allclose(out['homography_matrix'], np.diag([sx, sy, 1]), rtol=1e-6)
+    # a point in network pixels divided by the scale factor: the pre-resize original
+    network_point = np.array([150 * sx * 2, 100 * sy * 2])  # the original (150, 100) x 2 x s
+    np.testing.assert_allclose(network_point / np.array(out['scale_factor']), [150, 100])
+    # images that fit pass unchanged (an identity scale factor when none was set)
+    small = dict(img=np.zeros((10, 20, 3), np.uint8))
+    assert LimitSize(max_size=20)(small)['scale_factor'] == (1.0, 1.0)
+    assert small['img'].shape == (10, 20, 3) and 'homography_matrix' not in small
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match='max_size'):
+            LimitSize(max_size=bad)
 
 
 def test_instances_to_dict_empty_is_well_formed(mobilenet_detector):

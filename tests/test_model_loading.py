@@ -1,8 +1,12 @@
-"""Loading checkpoints for inference: strict, weights-only, landmark count checked."""
+"""Loading checkpoints for inference (the one builder, init_face_detector): strict,
+weights-only, landmark count checked; configs by path, name or Config."""
 import pytest
 import torch
+from mmengine.config import Config
 
-from mmretinaface.apis import DEFAULT_CONFIG, build_face_detector, init_face_detector
+from mmretinaface.apis import get_config_path, init_face_detector
+
+DEFAULT_CONFIG = get_config_path('retinaface_mobilenet0.25_widerface')
 
 
 def test_missing_and_unexpected_keys_are_listed(tmp_path, converted_checkpoint):
@@ -36,8 +40,8 @@ def test_runner_checkpoints_load_for_inference(tmp_path, converted_checkpoint):
 
 def test_landmark_count_mismatch_is_reported(converted_checkpoint):
     with pytest.raises(ValueError, match='kpt_convs'):
-        build_face_detector(str(DEFAULT_CONFIG), converted_checkpoint,
-                            cfg_options={'model.bbox_head.num_keypoints': 68})
+        init_face_detector(DEFAULT_CONFIG, converted_checkpoint,
+                           cfg_options={'model.bbox_head.num_keypoints': 68})
 
 
 class Anything:
@@ -70,3 +74,26 @@ def test_fused_conv_bn_gives_the_same_outputs(mobilenet_detector, converted_chec
         out = fused.bbox_head.flatten_outputs(*fused.bbox_head(fused.extract_feat(x)))
     for a, b in zip(out, ref):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_config_by_path_name_or_config_object(mobilenet_detector, converted_checkpoint,
+                                              tmp_path):
+    by_path = init_face_detector(DEFAULT_CONFIG, converted_checkpoint)
+    by_name = init_face_detector('retinaface_mobilenet0.25_widerface', converted_checkpoint)
+    cfg = Config.fromfile(DEFAULT_CONFIG)
+    by_config = init_face_detector(cfg, converted_checkpoint)
+    expected = mobilenet_detector.state_dict()
+    for model in (by_path, by_name, by_config):
+        assert model.cfg.model == cfg.model and not model.training
+        state = model.state_dict()
+        assert state.keys() == expected.keys()
+        assert all(torch.equal(state[k], expected[k]) for k in expected)
+    with pytest.raises(FileNotFoundError, match='config not found'):
+        init_face_detector(tmp_path / 'missing.py', converted_checkpoint)
+    with pytest.raises(TypeError, match='config'):
+        init_face_detector(42)
+    # a path (not a name) without weights: mmdet's random initialisation, face metainfo
+    random = init_face_detector(DEFAULT_CONFIG)
+    assert random.dataset_meta['classes'] == ('face', )
+    assert not torch.equal(random.bbox_head.cls_convs[0].weight,
+                           expected['bbox_head.cls_convs.0.weight'])

@@ -118,8 +118,8 @@ def test_builder_drops_backends_keeps_options_and_names_uniquely():
 def test_the_runtime_config_builds_the_face_visualizer():
     from mmengine.config import Config
 
-    from mmretinaface.apis import DEFAULT_CONFIG
-    cfg = Config.fromfile(str(DEFAULT_CONFIG))
+    from mmretinaface.apis import get_config_path
+    cfg = Config.fromfile(get_config_path('retinaface_mobilenet0.25_widerface'))
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         vis = build_face_visualizer(cfg.visualizer, META)

@@ -1,5 +1,6 @@
 default_scope = 'mmdet'
-custom_imports = dict(imports=['mmretinaface'], allow_failed_imports=False)
+# registers every mmretinaface component (`import mmretinaface` alone stays light)
+custom_imports = dict(imports=['mmretinaface.register'], allow_failed_imports=False)
 
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),

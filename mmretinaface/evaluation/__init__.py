@@ -1,28 +1,31 @@
 """WIDER FACE evaluation: the official protocol, a registered metric, I/O and plots.
 
-Importing this package registers ``WiderFaceMetric`` in ``mmdet.registry.METRICS``.
+The protocol, I/O, landmark metrics and plots need numpy and scipy only:
+``import mmretinaface.evaluation`` imports neither torch nor mmdet (the
+stand-alone ``tools/eval_widerface.py`` starts in a fraction of a second).
+``WiderFaceMetric`` (mmengine / mmdet) loads on first use; configs register it
+through ``custom_imports = dict(imports=['mmretinaface.register'])``.
 """
 from .landmark_metrics import default_landmark_pairs, landmark_nme, match_faces, pair_direction
 from .plots import plot_pr_curves
 from .widerface_io import (
-                           load_widerface_predictions,
-                           read_prediction_file,
-                           write_widerface_predictions,
+    load_widerface_predictions,
+    read_prediction_file,
+    write_widerface_predictions,
 )
-from .widerface_metric import WiderFaceMetric
 from .widerface_protocol import (
-                           WIDERFACE_SETTINGS,
-                           PRCurve,
-                           WiderFaceGT,
-                           WiderFaceResult,
-                           bbox_overlaps_plus1,
-                           evaluate_images,
-                           evaluate_widerface,
-                           image_key,
-                           load_widerface_gt,
-                           normalize_scores,
-                           voc_ap,
-                           xyxy_to_xywh,
+    WIDERFACE_SETTINGS,
+    PRCurve,
+    WiderFaceGT,
+    WiderFaceResult,
+    bbox_overlaps_plus1,
+    evaluate_images,
+    evaluate_widerface,
+    image_key,
+    load_widerface_gt,
+    normalize_scores,
+    voc_ap,
+    xyxy_to_xywh,
 )
 
 __all__ = [
@@ -32,3 +35,14 @@ __all__ = [
     'read_prediction_file', 'write_widerface_predictions', 'plot_pr_curves',
     'default_landmark_pairs', 'landmark_nme', 'match_faces', 'pair_direction',
 ]
+
+
+def __getattr__(name: str):
+    if name == 'WiderFaceMetric':  # imports mmengine and mmdet: only when asked for
+        from .widerface_metric import WiderFaceMetric
+        return WiderFaceMetric
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+def __dir__():
+    return sorted(set(globals()) | {'WiderFaceMetric'})

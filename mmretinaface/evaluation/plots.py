@@ -23,7 +23,9 @@ def plot_pr_curves(curves: Mapping[str, Union[PRCurve, tuple]], out_file: str,
     Returns:
         ``out_file``.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from ..extras import require
+    FigureCanvasAgg = require('matplotlib.backends.backend_agg', 'plots',
+                              'plotting PR curves').FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6, 5), dpi=100)

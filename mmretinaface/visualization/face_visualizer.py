@@ -3,10 +3,11 @@ import itertools
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
 from mmdet.registry import VISUALIZERS
 from mmdet.visualization import DetLocalVisualizer
 from mmengine.structures import InstanceData
+
+from ..utils.misc import to_numpy
 
 # RGB colours for left eye, right eye, nose, left mouth corner, right mouth corner.
 KEYPOINT_COLORS: Tuple[Tuple[int, int, int], ...] = (
@@ -45,13 +46,13 @@ class FaceLocalVisualizer(DetLocalVisualizer):
         if 'keypoints' not in instances or len(instances) == 0:
             return drawn
         self.set_image(drawn)
-        points = _to_numpy(instances.keypoints).reshape(len(instances), -1, 2)
-        visible = (_to_numpy(instances.keypoints_visible) >= self.min_keypoint_visibility
+        points = to_numpy(instances.keypoints).reshape(len(instances), -1, 2)
+        visible = (to_numpy(instances.keypoints_visible) >= self.min_keypoint_visibility
                    if 'keypoints_visible' in instances else np.ones(points.shape[:2], bool))
         colors = (list(map(tuple, self.keypoint_colors)) if self.keypoint_colors
                   else keypoint_colors(points.shape[1]))
         if 'bboxes' in instances:
-            boxes = _to_numpy(instances.bboxes)
+            boxes = to_numpy(instances.bboxes)
             sizes = np.sqrt(np.clip((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]),
                                     1, None))
         else:
@@ -97,9 +98,3 @@ def build_face_visualizer(cfg: Optional[dict] = None, dataset_meta: Optional[dic
     if dataset_meta is not None:
         visualizer.dataset_meta = dataset_meta
     return visualizer
-
-
-def _to_numpy(value) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
-    return np.asarray(value)

@@ -14,12 +14,14 @@ train_pipeline = [
     dict(type='RandomInterpResize', img_dim=img_dim),
     dict(type='PackFaceInputs'),
 ]
-# Original image size (the reference's WIDER FACE protocol); batch 1. Annotations
-# load after the resize so the metric sees ground truth in original pixels, like
-# the predictions (rescale=True).
+# Original image size (the reference's WIDER FACE protocol); batch 1. LimitSize
+# downscales only photos whose longer side exceeds max_size (none in WIDER FACE;
+# FaceInferencer's max_size= sets it). Annotations load after the resizes so the
+# metric sees ground truth in original pixels, like the predictions (rescale=True).
 test_pipeline = [
     dict(type='LoadImageFromFile', backend_args=backend_args),
     dict(type='ResizeWithLandmarks', scale_factor=1.0, keep_ratio=True),
+    dict(type='LimitSize', max_size=4096),
     dict(type='LoadFaceAnnotations'),
     dict(type='PackFaceInputs',
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),

@@ -2,10 +2,12 @@
 from .crop import PadToSquareIfCropFailed, RandomSquareCrop
 from .flip import RandomFlipWithLandmarks
 from .formatting import PackFaceInputs
+from .limit_size import LimitSize
 from .loading import LoadFaceAnnotations
 from .resize import RandomInterpResize, ResizeWithLandmarks
 
 __all__ = [
     'LoadFaceAnnotations', 'RandomSquareCrop', 'PadToSquareIfCropFailed',
     'RandomFlipWithLandmarks', 'RandomInterpResize', 'ResizeWithLandmarks', 'PackFaceInputs',
+    'LimitSize',
 ]
