@@ -1,9 +1,11 @@
-"""RetinaFaceHead: shapes, a 68-point variant, and the predict path by hand."""
+"""RetinaFaceHead: shapes, a 68-point variant, the predict path by hand, its parts built from
+config, and the NMS path tensors on a GPU take."""
 import pytest
 import torch
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 from mmengine.config import Config
+from mmengine.structures import InstanceData
 
 MODEL_CFG = 'configs/_base_/models/retinaface_mobilenet0.25.py'
 
@@ -120,3 +122,85 @@ def test_head_rejects_wrong_level_count():
     head = build_model().bbox_head
     with pytest.raises(ValueError, match='expects 3 feature levels, got 2'):
         head((torch.zeros(1, 64, 4, 4), torch.zeros(1, 64, 2, 2)))
+
+
+def random_outputs(head, sizes, seed):
+    """Per-level raw maps with a few hundred overlapping candidates above score_thr."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def level(dim):
+        return [torch.randn(1, 2 * dim, h, w, generator=gen) for h, w in sizes]
+
+    cls = level(2)
+    for c in cls:
+        c[:, 1::2] -= 6.0  # face logits: ~7% of the priors above score_thr 0.02
+    return cls, level(4), level(10)
+
+
+def test_predict_on_another_device_runs_nms_on_cpu_with_the_same_results(monkeypatch):
+    """The path tensors of a GPU take: candidates go to the CPU for mmcv's NMS (built for
+    the CPU only) and the results come back. Forced here on CPU tensors, it must give
+    exactly the CPU path's results."""
+    import mmretinaface.models.dense_heads.retinaface_head as head_module
+    head = build_model().bbox_head
+    outs = random_outputs(head, [(20, 24), (10, 12), (5, 6)], seed=0)
+    metas = [{'scale_factor': (0.5, 0.75)}]
+    (expected, ) = head.predict_by_feat(*outs, batch_img_metas=metas, rescale=True)
+    assert len(expected) > 10
+
+    asked, moved = [], []
+    monkeypatch.setattr(head_module, 'nms_needs_cpu', lambda device: asked.append(device) or True)
+    cpu = InstanceData.cpu
+
+    def spy_cpu(self):
+        moved.append(len(self))
+        return cpu(self)
+
+    monkeypatch.setattr(InstanceData, 'cpu', spy_cpu)
+    (got, ) = head.predict_by_feat(*outs, batch_img_metas=metas, rescale=True)
+    # all candidates went through the CPU, and NMS removed some of them
+    assert asked and moved and moved[0] > len(expected)
+    assert set(got.keys()) == set(expected.keys()) == {'bboxes', 'scores', 'labels', 'keypoints'}
+    for key in expected.keys():
+        assert torch.equal(got.get(key), expected.get(key)), key
+
+
+def test_head_builds_its_parts_from_config():
+    from mmretinaface.models.losses import MultiBoxLoss
+    from mmretinaface.models.task_modules import (
+        LandmarkCoder,
+        RetinaFacePriorAssigner,
+        SSDBoxCoder,
+    )
+    cfg = Config.fromfile(MODEL_CFG)
+    cfg.model.bbox_head.loss_multibox.update(neg_pos_ratio=3, loc_weight=1.5)
+    cfg.model.bbox_head.kpt_coder.variances = (0.2, 0.2)
+    cfg.model.train_cfg.assigner.pos_iou_thr = 0.5
+    head = MODELS.build(cfg.model).bbox_head
+    assert isinstance(head.loss_multibox, MultiBoxLoss)
+    assert (head.loss_multibox.neg_pos_ratio, head.loss_multibox.loc_weight) == (3, 1.5)
+    assert isinstance(head.assigner, RetinaFacePriorAssigner)
+    assert (head.assigner.pos_iou_thr, head.assigner.min_best_iou) == (0.5, 0.2)
+    assert isinstance(head.bbox_coder, SSDBoxCoder) and head.bbox_coder.variances == (0.1, 0.2)
+    assert isinstance(head.kpt_coder, LandmarkCoder) and head.kpt_coder.variances == (0.2, 0.2)
+    # the landmark coder's variance is the one decoding uses
+    prior = torch.tensor([[100.0, 50.0, 16.0, 32.0]])
+    _, points = head.decode(prior, torch.zeros(1, 4), torch.ones(1, 10))
+    torch.testing.assert_close(points[0, 0], torch.tensor([100.0 + 0.2 * 16, 50.0 + 0.2 * 32]))
+
+
+def test_head_config_errors_are_specific():
+    cfg = Config.fromfile(MODEL_CFG)
+    # the v0.1 train_cfg keys: told where they went
+    cfg.model.train_cfg = dict(pos_iou_thr=0.35, min_best_iou=0.2, neg_pos_ratio=7)
+    with pytest.raises(ValueError, match="train_cfg needs assigner=.*loss_multibox"):
+        MODELS.build(cfg.model)
+    cfg.model.train_cfg = None  # an inference-only model predicts but has no loss
+    model = MODELS.build(cfg.model)
+    head = model.bbox_head
+    outs = random_outputs(head, [(4, 4), (2, 2), (1, 1)], seed=1)
+    gts = [InstanceData(bboxes=torch.tensor([[4.0, 4.0, 20.0, 20.0]]))]
+    with pytest.raises(ValueError, match='needs train_cfg=dict\\(assigner='):
+        head.loss_by_feat(*outs, gts, [{}])
+    with pytest.raises(ValueError, match='rescale=True needs scale_factor'):
+        head.predict_by_feat(*outs, batch_img_metas=[{}], rescale=True)

@@ -1,29 +1,50 @@
-"""Vectorised matching and MultiBox loss against the per-image reference."""
+"""Vectorised matching and MultiBox loss against the per-image reference.
+
+The loss is the head's (``RetinaFaceHead.loss_by_flat``), built from the model config:
+the assigner, the box / landmark coders and ``MultiBoxLoss``.
+"""
 import math
 from typing import List, Tuple
 
 import pytest
 import torch
 import torch.nn.functional as F
+from mmdet.registry import MODELS
+from mmdet.structures.bbox import bbox_cxcywh_to_xyxy as priors_to_xyxy
+from mmengine.config import Config
+from mmengine.structures import InstanceData
 
-from mmretinaface.models.losses import (
-    box_iou,
-    hard_negative_mask,
-    match_priors,
-    multibox_loss,
-    priors_to_xyxy,
-)
+from mmretinaface.models.losses import hard_negative_mask
 from mmretinaface.models.task_modules import (
+    box_iou,
     encode_boxes,
     encode_landmarks,
+    match_priors,
     prior_boxes,
     reference_featmap_sizes,
 )
 from mmretinaface.testing import ReferenceMultiBoxLoss, reference_prior_box, to_reference_targets
+from tests.conftest import ROOT
+
+MODEL_CFG = ROOT / 'configs' / '_base_' / 'models' / 'retinaface_mobilenet0.25.py'
 
 MIN_SIZES = [[16, 32], [64, 128], [256, 512]]
 STEPS = [8, 16, 32]
 K = 5
+
+
+def multibox_loss(cls, reg, kpt, priors, boxes, kpts, vis, loc_weight=2.0, return_stats=False):
+    """The head's loss on flattened outputs, the head built from the model config."""
+    cfg = Config.fromfile(str(MODEL_CFG)).model
+    head_cfg = cfg.bbox_head
+    head_cfg.update(num_keypoints=kpt.size(-1) // 2, train_cfg=cfg.train_cfg)
+    head_cfg.loss_multibox.update(loc_weight=loc_weight, log_num_pos=return_stats)
+    head = MODELS.build(head_cfg)
+    gts = [InstanceData(bboxes=b, keypoints=k) for b, k in zip(boxes, kpts)]
+    if vis is not None:
+        for gt, v in zip(gts, vis):
+            gt.keypoints_visible = v
+    return head.loss_by_flat(cls, reg, kpt, priors, gts)
 
 
 def pixel_priors(size: int) -> torch.Tensor:

@@ -38,6 +38,9 @@ def test_prior_generator_caches_per_shape_and_matches_uncached():
     assert gen.grid_priors(reference_featmap_sizes((60, 100), STEPS)) is not first
     torch.testing.assert_close(first, prior_boxes(sizes, STEPS, MIN_SIZES))
     assert gen.num_base_priors == [2, 2, 2]
+    # the traceable path (ONNX export) gives the same values, uncached
+    uncached = gen.grid_priors(sizes, cache=False)
+    assert torch.equal(uncached, first) and uncached is not gen.grid_priors(sizes, cache=False)
 
 
 def test_prior_generator_rejects_mismatched_levels():

@@ -297,6 +297,8 @@ def test_reference_configs_train_as_is_from_data_widerface(config, tiny_data, tm
             'train_cfg.max_epochs=1', 'default_hooks.checkpoint.interval=1',
             f'experiment_name={_unique("exp")}', f'visualizer.name={_unique("vis")}']
     init_file = None
+    if 'r50' in config:  # its ImageNet init (torchvision://resnet50) would download
+        opts.append('model.backbone.init_cfg=None')
     if 'r18' in config:
         from mmdet.models.backbones import ResNet
         torch.manual_seed(7)

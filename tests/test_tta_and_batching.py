@@ -1,13 +1,15 @@
-"""Flip TTA maps mirrored landmarks back; padded batches give per-image detections."""
+"""Flip TTA maps mirrored landmarks back (its NMS on the CPU for any device); padded
+batches give per-image detections."""
 import cv2
 import numpy as np
 import torch
 from mmdet.structures import DetDataSample
+from mmengine.config import Config
 from mmengine.structures import InstanceData
 
 from mmretinaface.apis import detect_faces
 from mmretinaface.models.tta import FaceTTAModel, unflip_instances
-from tests.conftest import bundled_photo
+from tests.conftest import ROOT, bundled_photo
 
 
 def test_unflip_mirrors_boxes_and_swaps_left_right_points():
@@ -70,3 +72,31 @@ def test_padded_batch_matches_single_images(mobilenet_detector):
                                    atol=2.0)
         np.testing.assert_allclose(joint.keypoints[keep_b].numpy(),
                                    single.keypoints[keep_a].numpy(), atol=2.0)
+
+
+def test_tta_merge_on_another_device_runs_nms_on_cpu(monkeypatch):
+    """The GPU path of the merge (NMS on the CPU, kept indices back on the device), forced on
+    CPU tensors: the same merged predictions as the CPU path."""
+    import mmretinaface.models.tta as tta_module
+    gen = torch.Generator().manual_seed(0)
+    xy = torch.rand(60, 2, generator=gen) * 200
+    pred = InstanceData(bboxes=torch.cat([xy, xy + 40], 1), scores=torch.rand(60, generator=gen),
+                        labels=torch.zeros(60, dtype=torch.long),
+                        keypoints=xy[:, None] + torch.rand(60, 5, 2, generator=gen) * 40)
+    views = []
+    for flip in (False, True):
+        sample = DetDataSample(metainfo=dict(ori_shape=(240, 240), flip=flip,
+                                             flip_direction='horizontal'))
+        sample.pred_instances = pred
+        views.append(sample)
+    model = Config.fromfile(str(ROOT / 'configs' / '_base_' / 'models' /
+                                'retinaface_mobilenet0.25.py')).model
+    tta = FaceTTAModel(module=model)
+    (expected, ) = tta.merge_preds([views])
+    assert 10 < len(expected.pred_instances) < 100  # NMS removed many of the 120 boxes
+    asked = []
+    monkeypatch.setattr(tta_module, 'nms_needs_cpu', lambda device: asked.append(device) or True)
+    (got, ) = tta.merge_preds([views])
+    assert asked
+    for key in ('bboxes', 'scores', 'labels', 'keypoints'):
+        assert torch.equal(got.pred_instances.get(key), expected.pred_instances.get(key)), key

@@ -37,11 +37,13 @@ class RetinaFaceExportWrapper(nn.Module):
             x = x / self.std
         head = self.detector.bbox_head
         outs = head(self.detector.extract_feat(x))
-        if self.decode:
-            scores, boxes, points = head.decode(*outs, cached_priors=False)
-            return boxes, scores, points
+        # the head's own flatten / priors / decode, as its loss and predict_by_feat use
         cls, reg, kpt = head.flatten_outputs(*outs)
-        return reg, torch.softmax(cls, dim=-1), kpt
+        probs = cls.softmax(dim=-1)
+        if not self.decode:
+            return reg, probs, kpt
+        boxes, points = head.decode(head.get_priors(outs[0], cached=False), reg, kpt)
+        return boxes, probs[..., 1], points
 
 
 def export_onnx(detector: nn.Module, out_file: str, decode: bool = False, opset: int = 17,

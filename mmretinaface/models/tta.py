@@ -9,6 +9,7 @@ from mmengine.model import BaseTTAModel
 from mmengine.structures import InstanceData
 
 from ..datasets.metainfo import FACE_FLIP_INDICES
+from .utils import nms_needs_cpu
 
 
 def unflip_instances(instances: InstanceData, width: float, flip_indices: List[int]
@@ -59,8 +60,10 @@ class FaceTTAModel(BaseTTAModel):
             merged.append(pred)
         preds = InstanceData.cat(merged)
         if len(preds):
-            _, keep = batched_nms(preds.bboxes, preds.scores, preds.labels, self.tta_cfg['nms'])
-            preds = preds[keep]
+            # as in the head, NMS runs on the CPU whatever the device (mmcv's CPU ops)
+            host = preds.cpu() if nms_needs_cpu(preds.bboxes.device) else preds
+            _, keep = batched_nms(host.bboxes, host.scores, host.labels, self.tta_cfg['nms'])
+            preds = preds[keep.to(preds.bboxes.device)]
         max_per_img = self.tta_cfg.get('max_per_img', -1)
         if max_per_img > 0:
             preds = preds[:max_per_img]

@@ -1,19 +1,26 @@
-"""RetinaFace head: per-level 1x1 class / box / landmark convolutions on prior boxes."""
+"""RetinaFace head: per-level 1x1 class / box / landmark convolutions on prior boxes.
+
+Built from config like mmdet's heads: the prior generator and the box and
+landmark coders (``TASK_UTILS``), the assigner (``train_cfg.assigner``) and the
+loss (``loss_multibox``). One flatten (:meth:`RetinaFaceHead.flatten_outputs`),
+one prior lookup (:meth:`~RetinaFaceHead.get_priors`) and one decode
+(:meth:`~RetinaFaceHead.decode`) serve the loss, prediction and ONNX export.
+"""
+import copy
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
-from mmcv.ops import batched_nms
 from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
+from mmdet.models.utils import filter_scores_and_topk
 from mmdet.registry import MODELS, TASK_UTILS
+from mmdet.structures.bbox import get_box_tensor
 from mmdet.utils import ConfigType, InstanceList, OptConfigType, OptInstanceList, OptMultiConfig
 from mmengine.config import ConfigDict
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
-from ..losses.multibox import multibox_loss
-from ..task_modules.coders import decode_boxes, decode_landmarks
-from ..task_modules.prior_box import prior_boxes
+from ..task_modules.assigners import matching_dtype
+from ..utils import nms_needs_cpu
 
 
 def flatten_level_outputs(level_outputs: Sequence[Tensor], dim: int) -> Tensor:
@@ -27,22 +34,23 @@ def flatten_level_outputs(level_outputs: Sequence[Tensor], dim: int) -> Tensor:
 
 @MODELS.register_module()
 class RetinaFaceHead(BaseDenseHead):
-    """RetinaFace head with MultiBoxLoss and landmark-keeping prediction.
+    """RetinaFace head: MultiBox loss, and prediction that keeps landmarks.
 
     Args:
         in_channels: channels of every input level.
         num_classes: foreground classes (1: face). The class branch predicts
             ``num_classes + 1`` softmax logits per prior, background first.
         num_keypoints: landmarks per face (5 for the published models).
-        prior_generator: a :class:`RetinaFacePriorGenerator` config.
-        variances: SSD centre / size variances shared by the box and landmark
-            coders.
-        train_cfg: matching and loss hyper-parameters, see ``default_train_cfg``.
-        test_cfg: ``score_thr``, ``nms_pre``, ``nms``, ``max_per_img``.
+        prior_generator: a ``RetinaFacePriorGenerator`` config.
+        bbox_coder: box coder config (``SSDBoxCoder``, variances 0.1 / 0.2).
+        kpt_coder: landmark coder config (``LandmarkCoder``).
+        loss_multibox: loss config (``MultiBoxLoss``: ``neg_pos_ratio``,
+            ``loc_weight``). Named like mmdet's ``loss_cls`` / ``loss_bbox``
+            (``loss`` is the head's method).
+        train_cfg: ``assigner``, e.g. ``dict(type='RetinaFacePriorAssigner',
+            pos_iou_thr=0.35, min_best_iou=0.2)``; needed by the loss only.
+        test_cfg: ``score_thr``, ``nms_pre`` (``-1``: all), ``nms``, ``max_per_img``.
     """
-
-    default_train_cfg = dict(pos_iou_thr=0.35, min_best_iou=0.2, neg_pos_ratio=7,
-                             loc_weight=2.0)
 
     def __init__(self,
                  in_channels: int,
@@ -52,7 +60,10 @@ class RetinaFaceHead(BaseDenseHead):
                      type='RetinaFacePriorGenerator',
                      min_sizes=[[16, 32], [64, 128], [256, 512]],
                      steps=[8, 16, 32]),
-                 variances: Sequence[float] = (0.1, 0.2),
+                 bbox_coder: ConfigType = dict(type='SSDBoxCoder', variances=(0.1, 0.2)),
+                 kpt_coder: ConfigType = dict(type='LandmarkCoder', variances=(0.1, 0.2)),
+                 loss_multibox: ConfigType = dict(
+                     type='MultiBoxLoss', neg_pos_ratio=7, loc_weight=2.0),
                  train_cfg: OptConfigType = None,
                  test_cfg: OptConfigType = None,
                  init_cfg: OptMultiConfig = None) -> None:
@@ -64,10 +75,20 @@ class RetinaFaceHead(BaseDenseHead):
             raise ValueError(f'num_keypoints must be >= 0, got {num_keypoints}')
         self.num_classes = num_classes
         self.num_keypoints = num_keypoints
-        self.variances = tuple(float(v) for v in variances)
         self.prior_generator = TASK_UTILS.build(prior_generator)
-        self.train_cfg = {**self.default_train_cfg, **(train_cfg or {})}
+        self.bbox_coder = TASK_UTILS.build(bbox_coder)
+        self.kpt_coder = TASK_UTILS.build(kpt_coder)
+        self.loss_multibox = MODELS.build(loss_multibox)
+        self.train_cfg = train_cfg
         self.test_cfg = test_cfg
+        self.assigner = None
+        if train_cfg:
+            if 'assigner' not in train_cfg:
+                raise ValueError(
+                    "RetinaFaceHead's train_cfg needs assigner=dict(type='RetinaFacePriorAssigner',"
+                    f' pos_iou_thr=..., min_best_iou=...); got keys {sorted(train_cfg)} '
+                    '(neg_pos_ratio and loc_weight belong in bbox_head.loss_multibox)')
+            self.assigner = TASK_UTILS.build(train_cfg['assigner'])
         self.cls_out = num_classes + 1
         self.kpt_out = 2 * num_keypoints
 
@@ -90,7 +111,7 @@ class RetinaFaceHead(BaseDenseHead):
         kpt_preds = [conv(f) for conv, f in zip(self.kpt_convs, x)]
         return cls_scores, bbox_preds, kpt_preds
 
-    # ------------------------------------------------------------------ helpers
+    # ------------------------------------------- shared by loss, predict and export
     def flatten_outputs(self, cls_scores: List[Tensor], bbox_preds: List[Tensor],
                         kpt_preds: List[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
         """The reference's ``(B, P, 2)``, ``(B, P, 4)``, ``(B, P, 2K)`` tensors."""
@@ -102,29 +123,22 @@ class RetinaFaceHead(BaseDenseHead):
         """(cx, cy, w, h) pixel priors for the feature-map sizes of ``cls_scores``.
 
         ``cached=False`` builds them with traceable ops (ONNX export with
-        dynamic height and width).
+        dynamic height and width); the values are the same.
         """
-        featmap_sizes = [tuple(s.shape[-2:]) for s in cls_scores]
         ref = cls_scores[0]
-        if cached:
-            return self.prior_generator.grid_priors(featmap_sizes, ref.device, ref.dtype)
-        return prior_boxes(featmap_sizes, self.prior_generator.steps,
-                           self.prior_generator.min_sizes, ref.device, ref.dtype)
+        return self.prior_generator.grid_priors(
+            [tuple(s.shape[-2:]) for s in cls_scores], ref.device, ref.dtype, cache=cached)
 
-    def decode(self, cls_scores: List[Tensor], bbox_preds: List[Tensor],
-               kpt_preds: List[Tensor], cached_priors: bool = True
-               ) -> Tuple[Tensor, Tensor, Tensor]:
-        """Face scores ``(B, P)``, boxes ``(B, P, 4)`` and landmarks ``(B, P, K, 2)``.
+    def decode(self, priors: Tensor, bbox_deltas: Tensor,
+               kpt_deltas: Tensor) -> Tuple[Tensor, Tensor]:
+        """Boxes ``(..., 4)`` xyxy and landmarks ``(..., K, 2)`` in input pixels.
 
-        Coordinates are pixels of the (padded) network input. Pure tensor ops,
-        shared by :meth:`predict_by_feat` and ONNX export.
+        ``priors`` ``(..., 4)`` broadcast against the deltas ``(..., 4)`` and
+        ``(..., 2K)``: all priors of a batch (export) or the candidates of one
+        image (:meth:`predict_by_feat`).
         """
-        cls, reg, kpt = self.flatten_outputs(cls_scores, bbox_preds, kpt_preds)
-        priors = self.get_priors(cls_scores, cached=cached_priors)
-        scores = F.softmax(cls, dim=-1)[..., 1]
-        boxes = decode_boxes(reg, priors, self.variances)
-        points = decode_landmarks(kpt, priors, self.variances)
-        return scores, boxes, points
+        return (self.bbox_coder.decode(priors, bbox_deltas),
+                self.kpt_coder.decode(priors, kpt_deltas))
 
     # --------------------------------------------------------------------- loss
     def loss_by_feat(self,
@@ -134,36 +148,75 @@ class RetinaFaceHead(BaseDenseHead):
                      batch_gt_instances: InstanceList,
                      batch_img_metas: List[dict],
                      batch_gt_instances_ignore: OptInstanceList = None) -> Dict[str, Tensor]:
-        """MultiBoxLoss: matched box / landmark Smooth-L1 and hard-mined CE."""
+        """MultiBox loss of the per-level outputs (see :meth:`loss_by_flat`).
+
+        Ignored faces (``batch_gt_instances_ignore``) take no part, as in the
+        reference, which drops them from the labels.
+        """
         cls, reg, kpt = self.flatten_outputs(cls_scores, bbox_preds, kpt_preds)
-        priors = self.get_priors(cls_scores)
-        gt_keypoints, gt_visible = [], []
+        return self.loss_by_flat(cls, reg, kpt, self.get_priors(cls_scores), batch_gt_instances)
+
+    def loss_by_flat(self, cls_logits: Tensor, bbox_deltas: Tensor, kpt_deltas: Tensor,
+                     priors: Tensor, batch_gt_instances: InstanceList) -> Dict[str, Tensor]:
+        """MultiBox loss of flattened outputs: assign, encode the positives' targets, loss.
+
+        Args:
+            cls_logits, bbox_deltas, kpt_deltas: ``(B, P, 2)``, ``(B, P, 4)``,
+                ``(B, P, 2K)`` (:meth:`flatten_outputs`).
+            priors: ``(P, 4)`` (cx, cy, w, h) pixels.
+            batch_gt_instances: per image ``bboxes`` (xyxy pixels, tensor or
+                ``HorizontalBoxes``), optional ``keypoints`` ``(G, K, 2)`` and
+                ``keypoints_visible`` ``(G, K)`` (> 0 = annotated; default: all
+                annotated when ``keypoints`` is given, none otherwise).
+        """
+        if self.assigner is None:
+            raise ValueError('RetinaFaceHead.loss needs train_cfg=dict(assigner=dict('
+                             "type='RetinaFacePriorAssigner', ...)) in the model config")
+        num_imgs, num_priors = cls_logits.shape[:2]
+        if len(batch_gt_instances) != num_imgs:
+            raise ValueError(f'{num_imgs} images in the predictions but '
+                             f'{len(batch_gt_instances)} ground-truth instance lists')
+        if priors.size(0) != num_priors:
+            raise ValueError(f'{priors.size(0)} priors for {num_priors} predictions per image')
+        priors = priors.to(cls_logits.device)
+        match = self.assigner.assign(priors, batch_gt_instances)
+        img_idx, prior_idx = match.pos_mask.nonzero(as_tuple=True)
+        bbox_targets, kpt_targets, kpt_visible = self.get_targets(
+            priors[prior_idx], match.flat_gt_inds[img_idx, prior_idx], batch_gt_instances)
+        return self.loss_multibox(cls_logits, match.pos_mask, bbox_deltas[img_idx, prior_idx],
+                                  bbox_targets, kpt_deltas[img_idx, prior_idx], kpt_targets,
+                                  kpt_visible)
+
+    def get_targets(self, pos_priors: Tensor, gt_inds: Tensor,
+                    batch_gt_instances: InstanceList) -> Tuple[Tensor, Tensor, Tensor]:
+        """Encoded box ``(N, 4)`` and landmark ``(N, 2K)`` targets of the positives,
+        and their landmarks' visibility ``(N, K)`` bool.
+
+        ``gt_inds`` index the batch's concatenated ground truths. Targets are
+        encoded in float32 (float64 for float64 priors), like the matching.
+        """
+        device, dtype = pos_priors.device, matching_dtype(pos_priors.dtype)
+        pos_priors = pos_priors.to(dtype)
+        boxes = torch.cat([get_box_tensor(gt.bboxes).reshape(-1, 4)
+                           for gt in batch_gt_instances]).to(device, dtype)
+        points, visible = [], []
         for gt in batch_gt_instances:
-            num = len(gt)
             if 'keypoints' in gt:
-                points = gt.keypoints.to(reg)
-                if points.shape[1:] != (self.num_keypoints, 2):
+                kpts = gt.keypoints
+                if kpts.shape[1:] != (self.num_keypoints, 2):
                     raise ValueError(
-                        f'gt keypoints have shape {tuple(points.shape)}, expected '
+                        f'gt keypoints have shape {tuple(kpts.shape)}, expected '
                         f'(N, {self.num_keypoints}, 2); set num_keypoints consistently in '
                         'the model and the dataset')
-                visible = gt.get('keypoints_visible', points.new_ones(points.shape[:2]))
+                vis = gt.get('keypoints_visible', kpts.new_ones(kpts.shape[:2]))
             else:
-                points = reg.new_zeros((num, self.num_keypoints, 2))
-                visible = reg.new_zeros((num, self.num_keypoints))
-            gt_keypoints.append(points)
-            gt_visible.append(visible.to(reg))
-        cfg = self.train_cfg
-        return multibox_loss(
-            cls, reg, kpt, priors,
-            gt_bboxes=[gt.bboxes.to(reg) for gt in batch_gt_instances],
-            gt_keypoints=gt_keypoints,
-            gt_keypoints_visible=gt_visible,
-            variances=self.variances,
-            pos_iou_thr=cfg['pos_iou_thr'],
-            min_best_iou=cfg['min_best_iou'],
-            neg_pos_ratio=cfg['neg_pos_ratio'],
-            loc_weight=cfg['loc_weight'])
+                kpts = boxes.new_zeros((len(gt), self.num_keypoints, 2))
+                vis = boxes.new_zeros((len(gt), self.num_keypoints))
+            points.append(kpts.to(device, dtype))
+            visible.append(vis.to(device) > 0)
+        points, visible = torch.cat(points), torch.cat(visible)
+        return (self.bbox_coder.encode(pos_priors, boxes[gt_inds]),
+                self.kpt_coder.encode(pos_priors, points[gt_inds]), visible[gt_inds])
 
     # ------------------------------------------------------------------ predict
     def predict_by_feat(self,
@@ -174,56 +227,59 @@ class RetinaFaceHead(BaseDenseHead):
                         cfg: OptConfigType = None,
                         rescale: bool = False,
                         with_nms: bool = True) -> InstanceList:
-        """Decode, threshold, top-k, NMS (keeping each box's landmarks), keep top-k.
+        """Per image: score threshold and top-k, decode, rescale, NMS, ``max_per_img``.
 
         Returns one ``InstanceData`` per image with ``bboxes``, ``scores``,
         ``labels`` and ``keypoints`` (N, K, 2); with ``rescale`` they are in
-        original-image pixels (divided by ``scale_factor``).
+        original-image pixels (divided by ``scale_factor``). ``nms_pre`` keeps
+        the top priors over all levels together, as the reference's ``top_k``.
         """
-        cfg = ConfigDict(cfg if cfg is not None else self.test_cfg)
+        cfg = ConfigDict(copy.deepcopy(self.test_cfg if cfg is None else cfg))
         cls, reg, kpt = self.flatten_outputs(cls_scores, bbox_preds, kpt_preds)
         priors = self.get_priors(cls_scores)
-        scores = F.softmax(cls, dim=-1)[..., 1]
+        scores = cls.softmax(-1)[..., 1:]  # background is class 0
         batch_img_metas = batch_img_metas or [{} for _ in range(scores.shape[0])]
-        score_thr = cfg.get('score_thr', 0.0)
-        results = []
-        for img_scores, img_reg, img_kpt, meta in zip(scores, reg, kpt, batch_img_metas):
-            # Decode only the priors above the score threshold (the same values as
-            # :meth:`decode` gives them; typically ~1% of the priors).
-            keep = (img_scores > score_thr).nonzero().squeeze(1)
-            img_priors = priors[keep]
-            results.append(self._predict_single(
-                img_scores[keep], decode_boxes(img_reg[keep], img_priors, self.variances),
-                decode_landmarks(img_kpt[keep], img_priors, self.variances), meta, cfg,
-                rescale, with_nms))
-        return results
+        return [
+            self._predict_by_feat_single(img_scores, img_reg, img_kpt, priors, meta, cfg,
+                                         rescale, with_nms)
+            for img_scores, img_reg, img_kpt, meta in zip(scores, reg, kpt, batch_img_metas)
+        ]
 
-    def _predict_single(self, scores: Tensor, boxes: Tensor, points: Tensor, img_meta: dict,
-                        cfg: ConfigDict, rescale: bool, with_nms: bool) -> InstanceData:
-        keep = scores > cfg.get('score_thr', 0.0)
-        scores, boxes, points = scores[keep], boxes[keep], points[keep]
+    def _predict_by_feat_single(self, scores: Tensor, bbox_deltas: Tensor, kpt_deltas: Tensor,
+                                priors: Tensor, img_meta: dict, cfg: ConfigDict,
+                                rescale: bool = False, with_nms: bool = True) -> InstanceData:
+        """One image's ``(P, 1)`` scores and ``(P, 4)`` / ``(P, 2K)`` deltas -> results.
+
+        Only the candidates above ``score_thr`` (about 1% of the priors) are
+        decoded; :meth:`_bbox_post_process` does the rest.
+        """
         nms_pre = cfg.get('nms_pre', -1)
-        if 0 < nms_pre < scores.numel():
-            scores, order = scores.topk(nms_pre)
-            boxes, points = boxes[order], points[order]
-        if with_nms and scores.numel() > 0:
-            _, keep = batched_nms(boxes, scores, scores.new_zeros(scores.shape, dtype=torch.long),
-                                  cfg.nms)
-            scores, boxes, points = scores[keep], boxes[keep], points[keep]
-        else:
-            scores, order = scores.sort(descending=True)
-            boxes, points = boxes[order], points[order]
-        max_per_img = cfg.get('max_per_img', -1)
-        if max_per_img > 0:
-            scores, boxes, points = (scores[:max_per_img], boxes[:max_per_img],
-                                     points[:max_per_img])
-        if rescale and 'scale_factor' in img_meta:
-            scale = boxes.new_tensor(img_meta['scale_factor'])  # (w_scale, h_scale)
-            boxes = boxes / scale.repeat(2)
-            points = points / scale
-        results = InstanceData()
-        results.bboxes = boxes
-        results.scores = scores
-        results.labels = scores.new_zeros(scores.shape, dtype=torch.long)
-        results.keypoints = points
-        return results
+        scores, labels, _, kept = filter_scores_and_topk(
+            scores, cfg.get('score_thr', 0.0), nms_pre if nms_pre > 0 else scores.numel(),
+            dict(priors=priors, bbox_deltas=bbox_deltas, kpt_deltas=kpt_deltas))
+        bboxes, keypoints = self.decode(kept['priors'], kept['bbox_deltas'], kept['kpt_deltas'])
+        results = InstanceData(bboxes=bboxes, scores=scores, labels=labels, keypoints=keypoints)
+        return self._bbox_post_process(results, cfg, rescale, with_nms, img_meta)
+
+    def _bbox_post_process(self,
+                           results: InstanceData,
+                           cfg: ConfigDict,
+                           rescale: bool = False,
+                           with_nms: bool = True,
+                           img_meta: Optional[dict] = None) -> InstanceData:
+        """mmdet's post-processing (rescale, NMS, ``max_per_img``), keypoints included.
+
+        Keypoints are rescaled like the boxes. NMS runs on the CPU whatever the
+        device (:func:`~mmretinaface.models.utils.nms_needs_cpu`); the results
+        come back to the input's device.
+        """
+        if rescale:
+            if not img_meta or img_meta.get('scale_factor') is None:
+                raise ValueError('rescale=True needs scale_factor in the image meta')
+            scale = [1 / s for s in img_meta['scale_factor']]  # (w, h), as mmdet's boxes
+            results.keypoints = results.keypoints * results.keypoints.new_tensor(scale)
+        device = results.bboxes.device
+        if nms_needs_cpu(device):
+            results = results.cpu()
+        results = super()._bbox_post_process(results, cfg, rescale, with_nms, img_meta)
+        return results.to(device)

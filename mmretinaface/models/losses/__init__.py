@@ -1,15 +1,4 @@
-"""RetinaFace losses: batched MultiBox matching, hard-negative mining and loss."""
-from .multibox import (
-    MultiBoxLoss,
-    PriorMatch,
-    box_iou,
-    hard_negative_mask,
-    match_priors,
-    multibox_loss,
-    priors_to_xyxy,
-)
+"""RetinaFace losses: the MultiBox loss (hard-negative mined CE + Smooth-L1)."""
+from .multibox_loss import MultiBoxLoss, hard_negative_mask, multibox_loss
 
-__all__ = [
-    'MultiBoxLoss', 'PriorMatch', 'box_iou', 'hard_negative_mask', 'match_priors',
-    'multibox_loss', 'priors_to_xyxy'
-]
+__all__ = ['MultiBoxLoss', 'hard_negative_mask', 'multibox_loss']

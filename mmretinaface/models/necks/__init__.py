@@ -1,4 +1,5 @@
 from .retinaface_fpn import RetinaFaceFPN
+from .retinaface_neck import RetinaFaceNeck
 from .ssh import RetinaFaceSSH, SSHBlock
 
-__all__ = ['RetinaFaceFPN', 'RetinaFaceSSH', 'SSHBlock']
+__all__ = ['RetinaFaceFPN', 'RetinaFaceNeck', 'RetinaFaceSSH', 'SSHBlock']

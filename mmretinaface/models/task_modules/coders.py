@@ -50,7 +50,10 @@ def decode_landmarks(deltas: Tensor, priors: Tensor,
 
 @TASK_UTILS.register_module()
 class SSDBoxCoder(BaseBBoxCoder):
-    """The reference ``encode`` / ``decode``; priors are (cx, cy, w, h)."""
+    """The reference ``encode`` / ``decode``; priors are (cx, cy, w, h).
+
+    ``RetinaFaceHead``'s ``bbox_coder``. No clamping to the image, as the reference.
+    """
 
     encode_size = 4
 
@@ -67,7 +70,10 @@ class SSDBoxCoder(BaseBBoxCoder):
 
 @TASK_UTILS.register_module()
 class LandmarkCoder:
-    """The reference ``encode_landm`` / ``decode_landm`` for any number of points."""
+    """The reference ``encode_landm`` / ``decode_landm`` for any number of points.
+
+    ``RetinaFaceHead``'s ``kpt_coder``: ``(..., K, 2)`` points <-> ``(..., 2K)`` offsets.
+    """
 
     def __init__(self, variances: Sequence[float] = DEFAULT_VARIANCES) -> None:
         self.variances = tuple(float(v) for v in variances)

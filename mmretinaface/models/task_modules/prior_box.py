@@ -53,20 +53,20 @@ def reference_featmap_sizes(image_hw: Tuple[int, int],
 class RetinaFacePriorGenerator:
     """Reference prior boxes with a per-shape cache.
 
+    The reference's ``clip`` option (clamping priors to the image) is not
+    offered: the published models are trained and run without it.
+
     Args:
         min_sizes: box sizes per level, e.g. ``[[16, 32], [64, 128], [256, 512]]``.
         steps: strides of the levels, e.g. ``[8, 16, 32]``.
-        clip: clamp priors to the image like the reference's ``clip`` option.
     """
 
-    def __init__(self, min_sizes: Sequence[Sequence[float]], steps: Sequence[int],
-                 clip: bool = False) -> None:
+    def __init__(self, min_sizes: Sequence[Sequence[float]], steps: Sequence[int]) -> None:
         if len(min_sizes) != len(steps):
             raise ValueError(f'min_sizes has {len(min_sizes)} levels but steps has '
                              f'{len(steps)}; they must match')
         self.min_sizes = [tuple(float(s) for s in sizes) for sizes in min_sizes]
         self.steps = [int(s) for s in steps]
-        self.clip = clip
 
     @property
     def num_levels(self) -> int:
@@ -79,21 +79,19 @@ class RetinaFacePriorGenerator:
 
     def grid_priors(self, featmap_sizes: Sequence[Tuple[int, int]],
                     device: torch.device = torch.device('cpu'),
-                    dtype: torch.dtype = torch.float32) -> Tensor:
-        """(cx, cy, w, h) priors in pixels for the given feature-map sizes (cached)."""
+                    dtype: torch.dtype = torch.float32, cache: bool = True) -> Tensor:
+        """(cx, cy, w, h) priors in pixels for the given feature-map sizes.
+
+        ``cache=True`` keeps the result per shape, device and dtype (sizes are
+        turned into ints); ``cache=False`` computes them from the sizes as given,
+        which keeps them traceable (ONNX export with dynamic height and width).
+        """
+        if not cache:
+            return prior_boxes(featmap_sizes, self.steps, self.min_sizes, device, dtype)
         key = tuple(tuple(int(v) for v in hw) for hw in featmap_sizes)
         return self._cached(key, str(device), dtype)
 
     @lru_cache(maxsize=16)  # noqa: B019 - bounded, keyed by shape; generators are few
     def _cached(self, featmap_sizes, device: str, dtype: torch.dtype) -> Tensor:
-        priors = prior_boxes(featmap_sizes, self.steps, self.min_sizes,
-                             torch.device(device), dtype)
-        if self.clip:
-            # The reference clips in [0, 1] units, i.e. to the grid extent.
-            h = featmap_sizes[0][0] * self.steps[0]
-            w = featmap_sizes[0][1] * self.steps[0]
-            priors = torch.stack([
-                priors[:, 0].clamp(0, w), priors[:, 1].clamp(0, h),
-                priors[:, 2].clamp(0, w), priors[:, 3].clamp(0, h)
-            ], dim=-1)
-        return priors
+        return prior_boxes(featmap_sizes, self.steps, self.min_sizes, torch.device(device),
+                           dtype)
