@@ -50,6 +50,7 @@ FOURCC_BY_EXT = {'.mp4': 'mp4v', '.m4v': 'mp4v', '.mov': 'mp4v', '.avi': 'MJPG',
 #: Frame rate written when the input reports none (cameras, some streams).
 FALLBACK_FPS = 30.0
 EXIT_INPUT, EXIT_SETUP, EXIT_INTERRUPTED = 1, 2, 130
+WINDOW = 'mmretinaface video demo'
 
 
 class VideoInputError(ValueError):
@@ -406,12 +407,19 @@ def check_outputs(args: argparse.Namespace) -> None:
 
 
 def check_show() -> None:
-    """--show needs a GUI build of OpenCV and a display; say so before loading anything."""
+    """--show needs a GUI build of OpenCV and a display; say so before loading anything
+    (without a display, OpenCV's Qt backend aborts the whole process on the first window)."""
+    gui = re.search(r'GUI:\s*(\S+)', cv2.getBuildInformation())
+    if gui is not None and gui.group(1).upper() == 'NONE':
+        raise SetupError('--show needs an OpenCV build with GUI support (opencv-python, '
+                         'not opencv-python-headless)')
+    if sys.platform.startswith('linux') and not os.environ.get('DISPLAY'):
+        raise SetupError('--show needs a display (DISPLAY is not set); write the video with '
+                         '--out instead')
     try:
-        cv2.namedWindow('mmretinaface', cv2.WINDOW_NORMAL)
+        cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
     except cv2.error as err:
-        raise SetupError('--show needs a display and an OpenCV build with GUI support '
-                         f'(opencv-python, not opencv-python-headless): {err.err}') from None
+        raise SetupError(f'--show: cannot open a window: {err.err}') from None
 
 
 def build_inferencer(args: argparse.Namespace):
@@ -552,7 +560,7 @@ def _write_batch(args: argparse.Namespace, batch: List[Tuple[float, np.ndarray]]
         if json_file is not None:
             json_file.write(json.dumps(record) + '\n')
         if args.show:
-            cv2.imshow('mmretinaface', shown)
+            cv2.imshow(WINDOW, shown)
             quit_key = quit_key or (cv2.waitKey(1) & 0xFF) in (ord('q'), 27)
     if json_file is not None:
         json_file.flush()

@@ -419,6 +419,14 @@ def test_outputs_are_checked_before_anything_runs(tmp_path, video_demo, converte
     assert code == 0 and len(read_jsonl(existing)) == 2
 
 
+def test_show_without_a_display_is_refused_up_front(tmp_path, video_demo, monkeypatch):
+    # OpenCV's Qt backend would abort the process on the first window without a display
+    monkeypatch.delenv('DISPLAY', raising=False)
+    monkeypatch.setattr(sys, 'platform', 'linux')
+    code, _, err = run_demo(video_demo, tmp_path / 'any.mp4', '--show')
+    assert code == 2 and '--show needs a display (DISPLAY is not set)' in err
+
+
 def test_truncated_file_keeps_the_frames_that_decode(tmp_path, video_demo,
                                                      converted_checkpoint):
     full = write_video(tmp_path / 'full.avi', zoom_frames(12), fourcc='MJPG')
