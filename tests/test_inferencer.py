@@ -13,6 +13,7 @@ from mmengine.config import Config
 
 from mmretinaface.apis import (
     FaceInferencer,
+    ImageReadError,
     bundled_photo,
     detect_faces,
     get_config_path,
@@ -152,7 +153,8 @@ def test_face_inferencer_arrays_batches_and_empty_results(inferencer, grace, ref
     assert torch.allclose(sample.pred_instances.keypoints, reference.keypoints, atol=1e-4)
 
 
-def test_face_inferencer_max_size_maps_back_to_original_pixels(inferencer, grace, reference):
+def test_face_inferencer_max_size_maps_back_to_original_pixels(inferencer, grace, reference,
+                                                               tmp_path):
     big = cv2.resize(load_image(grace), None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
     (sample, ) = inferencer(big, max_size=600, return_datasamples=True)['predictions']
     assert sample.scale_factor == (512 / 1024, 600 / 1200)  # LimitSize's, in the metainfo
@@ -169,7 +171,15 @@ def test_face_inferencer_max_size_maps_back_to_original_pixels(inferencer, grace
     assert again.img_shape == (1200, 1024) and again.scale_factor == (1.0, 1.0)
     with pytest.raises(ValueError, match='max_size'):
         inferencer(big, max_size=-1)
+    with pytest.raises(ImageReadError, match='missing.jpg'):  # a failing call, too
+        inferencer([big, tmp_path / 'missing.jpg'], max_size=600, batch_size=2)
     assert inferencer.max_size == 4096
+    inferencer.max_size = 600  # the default of later calls
+    try:
+        (sample, ) = inferencer(big, return_datasamples=True)['predictions']
+        assert sample.img_shape == (600, 512)
+    finally:
+        inferencer.max_size = 4096
 
 
 def test_detect_faces_max_size_on_a_large_canvas(mobilenet_detector, grace, reference):

@@ -159,8 +159,13 @@ class FaceInferencer(DetInferencer):
 
     @property
     def max_size(self) -> Optional[int]:
-        """The longer-side limit applied when a call passes no ``max_size``."""
+        """The longer-side limit applied when a call passes no ``max_size`` (settable)."""
         return self._limit.max_size
+
+    @max_size.setter
+    def max_size(self, value: Optional[int]) -> None:
+        check_max_size(value)
+        self._limit.max_size = value
 
     # ------------------------------------------------------------ preprocess
     def _inputs_to_list(self, inputs: Any) -> list:
@@ -175,21 +180,17 @@ class FaceInferencer(DetInferencer):
             raise ValueError(f'batch_size must be >= 1, got {batch_size}')
         if max_size is not _UNSET:
             check_max_size(max_size)
-        default = self._limit.max_size
         chunk: list = []
-        try:
-            self._limit.max_size = default if max_size is _UNSET else max_size
-            for item in inputs:
-                chunk.append(self._prepare(item))
-                if len(chunk) == batch_size:
-                    yield self.collate_fn(chunk)
-                    chunk = []
-            if chunk:
+        for item in inputs:
+            chunk.append(self._prepare(item, max_size))
+            if len(chunk) == batch_size:
                 yield self.collate_fn(chunk)
-        finally:
-            self._limit.max_size = default
+                chunk = []
+        if chunk:
+            yield self.collate_fn(chunk)
 
-    def _prepare(self, item: ImageInput) -> Tuple[_Source, dict]:
+    def _prepare(self, item: ImageInput, max_size: Any = _UNSET) -> Tuple[_Source, dict]:
+        """Read one input and run the test pipeline (``max_size``: this image's limit)."""
         if isinstance(item, os.PathLike):
             item = os.fspath(item)
         if isinstance(item, str):
@@ -199,7 +200,13 @@ class FaceInferencer(DetInferencer):
         else:
             raise TypeError(f'FaceInferencer inputs are image paths or arrays, got '
                             f'{type(item).__name__}')
-        data = self.pipeline(dict(img=source.image))
+        default = self._limit.max_size
+        if max_size is not _UNSET:
+            self._limit.max_size = max_size
+        try:
+            data = self.pipeline(dict(img=source.image))
+        finally:
+            self._limit.max_size = default
         data['data_samples'].set_metainfo(dict(img_path=source.path))
         return source, data
 
