@@ -124,7 +124,7 @@ class FaceInferencer(DetInferencer):
         if steps[0]['type'] not in ('LoadImageFromFile', 'mmdet.LoadImageFromFile'):
             raise ValueError(f'the test pipeline must start with LoadImageFromFile, got '
                              f'{steps[0]["type"]}')
-        steps[0] = dict(type='mmdet.LoadImageFromNDArray')  # images are read by _load
+        steps[0] = dict(type='mmdet.LoadImageFromNDArray')  # images are read by _prepare
         if 'meta_keys' in steps[-1]:  # as DetInferencer: no dataset, no img_id
             steps[-1]['meta_keys'] = tuple(k for k in steps[-1]['meta_keys'] if k != 'img_id')
         if not any(step['type'] in ('LimitSize', 'mmdet.LimitSize') for step in steps):
