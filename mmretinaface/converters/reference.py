@@ -24,6 +24,11 @@ BN_EPS = 1e-5
 _Rule = Tuple[re.Pattern, Callable[[re.Match], str]]
 
 
+def _strip_module(key: str) -> str:
+    """Drop DataParallel's ``module.`` prefix."""
+    return key[len('module.'):] if key.startswith('module.') else key
+
+
 def _bn_or_conv(sub: str, conv: str, bn: str) -> str:
     return {'0': conv, '1': bn}[sub]
 
@@ -69,13 +74,14 @@ def reference_to_mmdet_key(key: str) -> str:
 
 def detect_reference_body(state_dict: Mapping[str, Tensor]) -> str:
     """'mobilenet0.25' or 'resnet50' from the body keys of a reference state dict."""
-    keys = [k[len('module.'):] if k.startswith('module.') else k for k in state_dict]
+    keys = [_strip_module(k) for k in state_dict]
     if any(k.startswith('body.stage1.') for k in keys):
         return 'mobilenet0.25'
     if any(k.startswith('body.layer4.') for k in keys):
         return 'resnet50'
     raise ValueError('not a reference RetinaFace state dict: no body.stage1.* (MobileNet0.25) '
-                     'or body.layer4.* (ResNet50) keys; first keys: ' + ', '.join(keys[:5]))
+                     'or body.layer4.* (ResNet50) keys, nor the ImageNet MobileNet0.25 '
+                     '(stage1.*, fc.*); first keys: ' + ', '.join(keys[:5]))
 
 
 def convert_reference_state_dict(state_dict: Mapping[str, Tensor]) -> 'OrderedDict[str, Tensor]':
@@ -83,9 +89,8 @@ def convert_reference_state_dict(state_dict: Mapping[str, Tensor]) -> 'OrderedDi
     converted: OrderedDict[str, Tensor] = OrderedDict()
     unknown = []
     for key, value in state_dict.items():
-        bare = key[len('module.'):] if key.startswith('module.') else key
         try:
-            converted[reference_to_mmdet_key(bare)] = value
+            converted[reference_to_mmdet_key(_strip_module(key))] = value
         except KeyError:
             unknown.append(key)
     if unknown:
@@ -93,6 +98,37 @@ def convert_reference_state_dict(state_dict: Mapping[str, Tensor]) -> 'OrderedDi
                          'weights: ' + ', '.join(unknown[:20]) + (' ...' if len(unknown) > 20
                                                                    else ''))
     return converted
+
+
+def is_imagenet_mobilenet(state_dict: Mapping[str, Tensor]) -> bool:
+    """True for the reference's ImageNet MobileNet0.25 (``stage*`` + ``fc``, no ``body.``)."""
+    keys = [_strip_module(k) for k in state_dict]
+    return (any(k.startswith('stage1.') for k in keys)
+            and all(k.startswith(('stage1.', 'stage2.', 'stage3.', 'fc.')) for k in keys))
+
+
+def imagenet_mobilenet_to_backbone(state_dict: Mapping[str, Tensor]
+                                   ) -> 'OrderedDict[str, Tensor]':
+    """``mobilenetV1X0.25_pretrain.tar``'s state dict -> our ``MobileNetV1`` keys.
+
+    The classifier (``fc``) is dropped; ``stageS.*`` is renamed like the
+    detector's ``body.stageS.*`` without the ``backbone.`` prefix, so the result
+    loads with ``init_cfg=dict(type='Pretrained', checkpoint=...)``.
+    """
+    out: OrderedDict[str, Tensor] = OrderedDict()
+    unknown = []
+    for key, value in state_dict.items():
+        bare = _strip_module(key)
+        if bare.startswith('fc.'):
+            continue
+        try:
+            out[reference_to_mmdet_key('body.' + bare)[len('backbone.'):]] = value
+        except KeyError:
+            unknown.append(key)
+    if unknown:
+        raise ValueError(f'{len(unknown)} entries are not MobileNet0.25 backbone weights: '
+                         + ', '.join(unknown[:20]))
+    return out
 
 
 class UnsafeCheckpointError(RuntimeError):

@@ -7,7 +7,7 @@ from typing import List, Optional
 import numpy as np
 from mmdet.datasets import BaseDetDataset
 from mmdet.registry import DATASETS
-from mmengine.fileio import get_text
+from mmengine.fileio import LocalBackend, get_file_backend, get_text
 from mmengine.logging import print_log
 
 from .label_io import (
@@ -17,9 +17,7 @@ from .label_io import (
     parse_retinaface_labels,
     parse_wider_bbx_gt,
 )
-
-FIVE_POINT_NAMES = ('left_eye', 'right_eye', 'nose', 'left_mouth', 'right_mouth')
-FIVE_POINT_FLIP = [1, 0, 2, 4, 3]
+from .metainfo import FACE_METAINFO
 
 
 def face_to_instance(face: FaceLabel, num_keypoints: int) -> dict:
@@ -67,6 +65,11 @@ class WiderFaceDataset(BaseDetDataset):
         filter_cfg: ``dict(filter_empty_gt=True)`` drops images without any
             non-ignored face (training only; ``test_mode`` keeps everything).
 
+    Every image the label file lists must exist: on a local file system the
+    dataset checks them when it is built (one ``stat`` per image) and raises
+    ``FileNotFoundError`` naming the first missing ones and their count,
+    instead of failing when the sampler reaches one mid-epoch.
+
     Each ``data_info`` holds ``img_path``, ``img_id`` (the relative path
     without extension, e.g. ``0--Parade/0_Parade_marchingband_1_465``),
     ``instances`` (see :func:`face_to_instance`) and, when the label gives
@@ -74,12 +77,7 @@ class WiderFaceDataset(BaseDetDataset):
     ``flip_indices`` and ``num_keypoints`` for the flip transform.
     """
 
-    METAINFO = dict(
-        classes=('face',),
-        palette=[(0, 255, 0)],
-        keypoint_names=FIVE_POINT_NAMES,
-        flip_indices=FIVE_POINT_FLIP,
-        num_keypoints=5)
+    METAINFO = dict(FACE_METAINFO, palette=[(0, 255, 0)])
 
     def __init__(self, *args, num_keypoints: int = 5, label_format: str = 'auto',
                  **kwargs) -> None:
@@ -118,7 +116,24 @@ class WiderFaceDataset(BaseDetDataset):
             images = parse_retinaface_labels(lines, self.num_keypoints, filename=self.ann_file)
         else:
             images = parse_wider_bbx_gt(lines, filename=self.ann_file)
-        return [self.parse_data_info(image) for image in images]
+        data_list = [self.parse_data_info(image) for image in images]
+        self._check_images_exist(data_list)
+        return data_list
+
+    def _check_images_exist(self, data_list: List[dict], show: int = 5) -> None:
+        """Raise if images listed in ``ann_file`` are missing (local storage only)."""
+        backend = get_file_backend(self.data_prefix.get('img', '') or self.ann_file,
+                                   backend_args=self.backend_args)
+        if not isinstance(backend, LocalBackend):
+            return
+        missing = [info['img_path'] for info in data_list if not osp.isfile(info['img_path'])]
+        if missing:
+            raise FileNotFoundError(
+                f'{len(missing)} of {len(data_list)} images listed in {self.ann_file} are '
+                f'missing under {self.data_prefix.get("img", "")!r}: '
+                + ', '.join(missing[:show]) + (' ...' if len(missing) > show else '')
+                + '. Check data_root / data_prefix.img (the folder the label\'s paths are '
+                'relative to) or remove those entries from the label file (docs/data.md).')
 
     def parse_data_info(self, raw_data_info: ImageLabels) -> dict:
         """One image's labels -> ``data_info``."""

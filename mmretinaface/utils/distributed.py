@@ -50,3 +50,21 @@ def init_cpu_distributed(launcher: str = 'pytorch', timeout_s: int = DEFAULT_TIM
                                'tools/dist_train.sh or tools/slurm_train.sh')
     dist.init_process_group('gloo', timeout=timedelta(seconds=timeout_s))
     return True
+
+
+def setup_cpu_distributed(cfg) -> bool:
+    """The CPU part of a distributed launch, for ``tools/train.py`` and ``tools/test.py``.
+
+    With ``cfg.launcher`` ``pytorch`` or ``slurm`` on a machine without CUDA,
+    creates the gloo group (:func:`init_cpu_distributed`) and configures the
+    Runner for it: DDP without device ids and ``env_cfg.dist_cfg.backend``
+    ``gloo``. The Runner then sees an initialised group and skips its own
+    (CUDA-only) set-up. Returns True when it did so; with CUDA, one process or
+    an existing group, ``cfg`` is left as it is.
+    """
+    launcher = cfg.get('launcher', 'none')
+    if launcher not in ('pytorch', 'slurm') or not init_cpu_distributed(launcher):
+        return False
+    cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
+    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    return True

