@@ -1,0 +1,17 @@
+"""The benchmark cases, in report order (``--sections`` picks among their names).
+
+To add a case: write a module here with a :class:`~.base.Case` subclass
+(``name``, ``modes``, ``run``; ``targets``, ``findings`` and ``render`` as
+needed, its measuring functions at module level) and add an instance below.
+"""
+from .base import Case, Context
+from .inference import InferenceCase, ResNet50Case
+from .loss import LossCase
+from .profile import ProfileCase
+from .scaling import PriorsCase, ScalingCase
+from .training import TrainingCase
+
+CASES = (InferenceCase(), ResNet50Case(), TrainingCase(), LossCase(), ScalingCase(),
+         PriorsCase(), ProfileCase())
+
+__all__ = ['CASES', 'Case', 'Context']
