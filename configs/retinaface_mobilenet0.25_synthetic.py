@@ -10,20 +10,12 @@
 _base_ = './retinaface_mobilenet0.25_widerface.py'
 
 data_root = 'data/synthetic_widerface/'
-img_dim = 320
+img_dim = 320  # the crop size: the base train pipeline with this resize
 max_iters = 250
 warmup_iters = 40
 
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadFaceAnnotations'),
-    dict(type='RandomSquareCrop'),
-    dict(type='PhotoMetricDistortion'),
-    dict(type='PadToSquareIfCropFailed'),
-    dict(type='RandomFlipWithLandmarks', prob=0.5),
-    dict(type='RandomInterpResize', img_dim=img_dim),
-    dict(type='PackFaceInputs'),
-]
+train_pipeline = [dict(step, img_dim=img_dim) if step.type == 'RandomInterpResize' else step
+                  for step in _base_.train_pipeline]
 train_dataloader = dict(
     batch_size=16,
     num_workers=2,

@@ -8,15 +8,7 @@ _base_ = [
     './_base_/schedules/sgd_100e.py',
     './_base_/default_runtime.py',
 ]
-img_dim = 840
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadFaceAnnotations'),
-    dict(type='RandomSquareCrop'),
-    dict(type='PhotoMetricDistortion'),
-    dict(type='PadToSquareIfCropFailed'),
-    dict(type='RandomFlipWithLandmarks', prob=0.5),
-    dict(type='RandomInterpResize', img_dim=img_dim),
-    dict(type='PackFaceInputs'),
-]
+img_dim = 840  # the crop size: the base train pipeline with this resize
+train_pipeline = [dict(step, img_dim=img_dim) if step.type == 'RandomInterpResize' else step
+                  for step in _base_.train_pipeline]
 train_dataloader = dict(batch_size=6, dataset=dict(pipeline=train_pipeline))

@@ -28,7 +28,6 @@ MIN_AP = 0.8
 MIN_PAIR_DIRECTION = 0.9
 MAX_NME = 0.09
 IDENTITY_FLIP = '[0,1,2,3,4]'
-FLIP_STEP = 5  # index of RandomFlipWithLandmarks in the config's train pipeline
 
 
 def _metrics(work_dir: Path) -> dict:
@@ -39,6 +38,13 @@ def _metrics(work_dir: Path) -> dict:
     val = [row for row in rows if 'widerface/AP50' in row]
     assert val, f'no validation metrics in {logs[0]}'
     return val[-1]
+
+
+def _flip_step() -> int:
+    """Index of the mirror (``MirrorWithLandmarks``) in the config's train pipeline."""
+    from mmengine.config import Config
+    steps = Config.fromfile(str(CONFIG)).train_dataloader.dataset.pipeline
+    return [step.type for step in steps].index('MirrorWithLandmarks')
 
 
 def _train_both(tmp) -> dict:
@@ -53,7 +59,7 @@ def _train_both(tmp) -> dict:
                    f'{loader}.persistent_workers=False']
     variants = {
         'correct': [],
-        'broken_swap': [f'train_dataloader.dataset.pipeline.{FLIP_STEP}.flip_indices='
+        'broken_swap': [f'train_dataloader.dataset.pipeline.{_flip_step()}.flip_indices='
                         f'{IDENTITY_FLIP}'],
     }
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')

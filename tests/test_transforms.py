@@ -1,5 +1,6 @@
 """Landmark-aware transforms: properties, alignment, rendered-image agreement, full pipeline."""
 import copy
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -8,18 +9,20 @@ import torch
 from mmdet.registry import TRANSFORMS
 from mmdet.structures import DetDataSample
 from mmdet.structures.bbox import HorizontalBoxes
+from mmengine.config import Config
 from mmengine.dataset import Compose
 
 from mmretinaface.datasets.transforms import (
     LoadFaceAnnotations,
+    MirrorWithLandmarks,
     PackFaceInputs,
     PadToSquareIfCropFailed,
-    RandomFlipWithLandmarks,
     RandomInterpResize,
     RandomSquareCrop,
     ResizeWithLandmarks,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
 FLIP = [1, 0, 2, 4, 3]
 
 
@@ -71,7 +74,7 @@ def test_flip_twice_is_identity():
     res = make_results(faces=[frontal_face(10, 10, 40), frontal_face(150, 60, 80)],
                        visible=[[1, 0, 1, 1, 0], np.ones(5)])
     before = copy.deepcopy(res)
-    flip = RandomFlipWithLandmarks(prob=1.0)
+    flip = MirrorWithLandmarks(prob=1.0)
     once = flip(copy.deepcopy(res))
     assert once['flip'] and once['flip_direction'] == 'horizontal'
     assert not np.allclose(once['gt_keypoints'], before['gt_keypoints'])
@@ -86,7 +89,7 @@ def test_flip_keeps_left_eye_left_and_uses_w_minus_x():
     res = make_results(img_shape=(100, 200), faces=[frontal_face(20, 10, 50)],
                        visible=[[1, 0, 1, 1, 1]])
     kps0 = res['gt_keypoints'].copy()
-    out = RandomFlipWithLandmarks(prob=1.0)(res)
+    out = MirrorWithLandmarks(prob=1.0)(res)
     kps = out['gt_keypoints'][0]
     assert kps[0, 0] < kps[1, 0] and kps[3, 0] < kps[4, 0]
     np.testing.assert_allclose(boxes(out)[0], [200 - 70, 10, 200 - 20, 60])
@@ -99,15 +102,15 @@ def test_flip_needs_flip_indices():
     res = make_results(faces=[frontal_face(20, 10, 50)])
     del res['flip_indices']
     with pytest.raises(KeyError, match='flip_indices'):
-        RandomFlipWithLandmarks(prob=1.0)(res)
-    out = RandomFlipWithLandmarks(prob=1.0, flip_indices=FLIP)(res)
+        MirrorWithLandmarks(prob=1.0)(res)
+    out = MirrorWithLandmarks(prob=1.0, flip_indices=FLIP)(res)
     assert out['gt_keypoints'][0, 0, 0] < out['gt_keypoints'][0, 1, 0]
 
 
 def test_flip_probability_zero_leaves_results():
     res = make_results(faces=[frontal_face(20, 10, 50)])
     kps = res['gt_keypoints'].copy()
-    out = RandomFlipWithLandmarks(prob=0.0)(res)
+    out = MirrorWithLandmarks(prob=0.0)(res)
     assert out['flip'] is False
     np.testing.assert_array_equal(out['gt_keypoints'], kps)
 
@@ -293,7 +296,7 @@ def test_geometry_agrees_with_rendered_image(seed, case):
     res['img'][:] = 128
     _draw_dots(res['img'], [kps], DOT_COLOURS, radius=3 if size < 50 else 4)
     pipeline = Compose([RandomSquareCrop(outside_landmarks='invisible', **crop_args),
-                        PadToSquareIfCropFailed(), RandomFlipWithLandmarks(prob=0.5),
+                        PadToSquareIfCropFailed(), MirrorWithLandmarks(prob=0.5),
                         RandomInterpResize(img_dim=200)])
     out = pipeline(res)
     assert out['img'].shape == (200, 200, 3)
@@ -311,6 +314,38 @@ def test_geometry_agrees_with_rendered_image(seed, case):
     assert checked >= 2
 
 
+def child_config(tmp_path, base: str, body: str) -> Config:
+    """A config file in ``tmp_path`` inheriting ``configs/<base>``, loaded."""
+    path = tmp_path / 'child.py'
+    path.write_text(f"_base_ = '{ROOT / 'configs' / base}'\n{body}")
+    return Config.fromfile(str(path))
+
+
+def test_crop_size_is_set_in_one_place(tmp_path):
+    """Configs change the crop size with ``img_dim`` alone; the rest is the base pipeline."""
+    base = Config.fromfile(str(ROOT / 'configs' / 'retinaface_mobilenet0.25_widerface.py'))
+    base_steps = base.train_dataloader.dataset.pipeline
+    assert base_steps[0].get('backend_args', 'missing') is None
+    configs = {'retinaface_mobilenet0.25_widerface.py': 640, 'retinaface_r50_widerface.py': 840,
+               'retinaface_mobilenet0.25_synthetic.py': 320}
+    for name, size in configs.items():
+        cfg = Config.fromfile(str(ROOT / 'configs' / name))
+        steps = cfg.train_dataloader.dataset.pipeline
+        assert cfg.img_dim == size
+        assert [s for s in steps if s.type != 'RandomInterpResize'] == [
+            s for s in base_steps if s.type != 'RandomInterpResize'], name
+        resize = Compose(steps).transforms[[s.type for s in steps].index('RandomInterpResize')]
+        assert isinstance(resize, RandomInterpResize) and resize.size == (size, size), name
+    # a new config: one value, the documented two lines (as in retinaface_r50_widerface.py)
+    cfg = child_config(tmp_path, 'retinaface_mobilenet0.25_widerface.py', (
+        "img_dim = 512\n"
+        "train_pipeline = [dict(step, img_dim=img_dim) if step.type == 'RandomInterpResize' "
+        "else step for step in _base_.train_pipeline]\n"
+        "train_dataloader = dict(dataset=dict(pipeline=train_pipeline))\n"))
+    sizes = [s.get('img_dim') for s in cfg.train_dataloader.dataset.pipeline]
+    assert [s for s in sizes if s is not None] == [512]
+
+
 def test_full_train_pipeline_from_config(tmp_path):
     from mmengine.registry import init_default_scope
 
@@ -324,16 +359,11 @@ def test_full_train_pipeline_from_config(tmp_path):
     instances = [dict(bbox=list(map(float, b)), bbox_label=0, ignore_flag=0, keypoints=k,
                       keypoints_visible=np.ones(5, np.float32)) for b, k in faces]
     instances[2]['ignore_flag'] = 1
-    pipeline = Compose([
-        dict(type='LoadImageFromFile'),
-        dict(type='LoadFaceAnnotations'),
-        dict(type='RandomSquareCrop'),
-        dict(type='PhotoMetricDistortion'),
-        dict(type='PadToSquareIfCropFailed'),
-        dict(type='RandomFlipWithLandmarks', prob=0.5),
-        dict(type='RandomInterpResize', img_dim=160),
-        dict(type='PackFaceInputs'),
-    ])
+    cfg = child_config(tmp_path, 'retinaface_mobilenet0.25_widerface.py', (
+        "img_dim = 160\n"
+        "train_pipeline = [dict(step, img_dim=img_dim) if step.type == 'RandomInterpResize' "
+        "else step for step in _base_.train_pipeline]\n"))
+    pipeline = Compose(cfg.train_pipeline)
     for seed in range(5):
         seed_np(seed)
         data = pipeline(dict(img_path=path, img_id='img', instances=copy.deepcopy(instances),
@@ -354,8 +384,11 @@ def test_full_train_pipeline_from_config(tmp_path):
 
 def test_registered_names():
     for name in ('LoadFaceAnnotations', 'RandomSquareCrop', 'PadToSquareIfCropFailed',
-                 'RandomFlipWithLandmarks', 'RandomInterpResize', 'ResizeWithLandmarks',
+                 'MirrorWithLandmarks', 'RandomInterpResize', 'ResizeWithLandmarks',
                  'PackFaceInputs'):
         assert TRANSFORMS.get(name) is not None, name
     assert TRANSFORMS.get('RandomSquareCrop') is RandomSquareCrop
+    assert TRANSFORMS.get('MirrorWithLandmarks') is MirrorWithLandmarks
+    # the name of earlier configs still builds the same transform
+    assert TRANSFORMS.get('RandomFlipWithLandmarks') is MirrorWithLandmarks
     assert TRANSFORMS.get('RandomCrop') is not RandomSquareCrop

@@ -1,7 +1,10 @@
 # WIDER FACE with RetinaFace-style label files under data/widerface/ (see docs/data.md).
 dataset_type = 'WiderFaceDataset'
 data_root = 'data/widerface/'
-img_dim = 640  # training crop size; the ResNet50 config overrides it (840)
+# Training crop size: RandomSquareCrop's square crops are resized to img_dim x img_dim.
+# A child config changes it in one place by setting img_dim and deriving its pipeline
+# from this one (see configs/retinaface_r50_widerface.py).
+img_dim = 640
 backend_args = None
 
 train_pipeline = [
@@ -10,7 +13,7 @@ train_pipeline = [
     dict(type='RandomSquareCrop'),
     dict(type='PhotoMetricDistortion'),
     dict(type='PadToSquareIfCropFailed'),
-    dict(type='RandomFlipWithLandmarks', prob=0.5),
+    dict(type='MirrorWithLandmarks', prob=0.5),
     dict(type='RandomInterpResize', img_dim=img_dim),
     dict(type='PackFaceInputs'),
 ]
@@ -82,8 +85,8 @@ tta_pipeline = [
             [dict(type='ResizeWithLandmarks', scale_factor=1.0, keep_ratio=True)],
             [dict(type='LoadFaceAnnotations')],
             # the unflipped view first: its ground truth is the one evaluated
-            [dict(type='RandomFlipWithLandmarks', prob=0.0),
-             dict(type='RandomFlipWithLandmarks', prob=1.0)],
+            [dict(type='MirrorWithLandmarks', prob=0.0),
+             dict(type='MirrorWithLandmarks', prob=1.0)],
             [dict(type='PackFaceInputs',
                   meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor',
                              'flip', 'flip_direction'))],

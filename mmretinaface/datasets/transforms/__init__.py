@@ -1,6 +1,6 @@
 """Face transforms (landmark aware); importing registers them into mmdet's TRANSFORMS."""
 from .crop import PadToSquareIfCropFailed, RandomSquareCrop
-from .flip import RandomFlipWithLandmarks
+from .flip import MirrorWithLandmarks
 from .formatting import PackFaceInputs
 from .limit_size import LimitSize
 from .loading import LoadFaceAnnotations
@@ -8,6 +8,6 @@ from .resize import RandomInterpResize, ResizeWithLandmarks
 
 __all__ = [
     'LoadFaceAnnotations', 'RandomSquareCrop', 'PadToSquareIfCropFailed',
-    'RandomFlipWithLandmarks', 'RandomInterpResize', 'ResizeWithLandmarks', 'PackFaceInputs',
+    'MirrorWithLandmarks', 'RandomInterpResize', 'ResizeWithLandmarks', 'PackFaceInputs',
     'LimitSize',
 ]

@@ -8,9 +8,10 @@ from mmdet.datasets.transforms import RandomFlip
 from mmdet.registry import TRANSFORMS
 
 
-@TRANSFORMS.register_module()
-class RandomFlipWithLandmarks(RandomFlip):
-    """mmdet ``RandomFlip`` (horizontal only) that also flips ``gt_keypoints``.
+# 'RandomFlipWithLandmarks': the name of earlier configs, kept as an alias
+@TRANSFORMS.register_module(name=['MirrorWithLandmarks', 'RandomFlipWithLandmarks'])
+class MirrorWithLandmarks(RandomFlip):
+    """mmdet ``RandomFlip`` (horizontal only) that also mirrors ``gt_keypoints``.
 
     Boxes follow mmdet (``x1' = W - x2``, the reference's convention) and
     landmarks use ``x' = W - x`` (continuous pixel coordinates, as the
@@ -30,7 +31,7 @@ class RandomFlipWithLandmarks(RandomFlip):
     def __init__(self, prob: float = 0.5, direction: str = 'horizontal',
                  flip_indices: Optional[Sequence[int]] = None, **kwargs) -> None:
         if direction != 'horizontal':
-            raise ValueError('RandomFlipWithLandmarks only supports horizontal flips, '
+            raise ValueError('MirrorWithLandmarks only supports horizontal flips, '
                              f'got {direction!r}')
         super().__init__(prob=float(prob), direction=direction, **kwargs)
         self.flip_indices = None if flip_indices is None else [int(i) for i in flip_indices]
@@ -40,7 +41,7 @@ class RandomFlipWithLandmarks(RandomFlip):
         if indices is None:
             indices = results.get('flip_indices')
         if indices is None:
-            raise KeyError('RandomFlipWithLandmarks needs flip_indices: set it on the transform '
+            raise KeyError('MirrorWithLandmarks needs flip_indices: set it on the transform '
                            "or put results['flip_indices'] (WiderFaceDataset does)")
         indices = [int(i) for i in indices]
         if sorted(indices) != list(range(num_keypoints)):
