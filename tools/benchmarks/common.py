@@ -25,7 +25,7 @@ def setup_child(p: dict) -> None:
         _TORCH_DEFAULT_THREADS.append(torch.get_num_threads())
     from mmdet.utils import register_all_modules
     register_all_modules(init_default_scope=True)
-    import mmretinaface  # noqa: F401
+    import mmretinaface.register  # noqa: F401 (registers the components)
     if p.get('threads'):
         torch.set_num_threads(p['threads'])
     if p['device'] == 'cuda' and not torch.cuda.is_available():
