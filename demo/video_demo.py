@@ -39,6 +39,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -254,8 +255,12 @@ class Progress:
         self._last = -math.inf
 
     @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    @property
     def rate(self) -> float:
-        elapsed = time.monotonic() - self.start
+        elapsed = self.elapsed
         return self.done / elapsed if elapsed > 0 else 0.0
 
     def update(self, count: int) -> None:
@@ -269,7 +274,7 @@ class Progress:
         self._print(end='\n')
 
     def _print(self, end: str) -> None:
-        elapsed = time.monotonic() - self.start
+        elapsed = self.elapsed
         rate = self.rate
         if self.total:
             width = 30
@@ -440,8 +445,26 @@ def _print_error(message: str) -> None:
     print(f'error: {message}', file=sys.stderr, flush=True)
 
 
+@dataclass
+class VideoRun:
+    """What :func:`process` did: exit status, frames written, seconds spent on them (from
+    the first frame read to the last written; model loading excluded)."""
+    status: int
+    frames: int = 0
+    seconds: float = 0.0
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    return process(parse_args(argv)).status
+
+
+def process(args: argparse.Namespace) -> VideoRun:
+    """Run the demo for parsed ``args`` (:func:`parse_args`); errors are reported on stderr
+    and in the returned status."""
     try:
         check_outputs(args)
         if args.show:
@@ -449,10 +472,10 @@ def main(argv=None) -> int:
         source = VideoSource(args.input)
     except SetupError as err:
         _print_error(str(err))
-        return EXIT_SETUP
+        return VideoRun(EXIT_SETUP)
     except VideoInputError as err:
         _print_error(str(err))
-        return EXIT_INPUT
+        return VideoRun(EXIT_INPUT)
     try:
         return _run(args, source)
     finally:
@@ -461,7 +484,7 @@ def main(argv=None) -> int:
             cv2.destroyAllWindows()
 
 
-def _run(args: argparse.Namespace, source: VideoSource) -> int:
+def _run(args: argparse.Namespace, source: VideoSource) -> VideoRun:
     if not source.fps_known:
         print(f'warning: {source.name} reports no frame rate; writing {FALLBACK_FPS:g} '
               'frames/s', file=sys.stderr)
@@ -469,7 +492,7 @@ def _run(args: argparse.Namespace, source: VideoSource) -> int:
         inferencer = build_inferencer(args)
     except (SetupError, FileNotFoundError, RuntimeError, ValueError, ImportError) as err:
         _print_error(str(err))
-        return EXIT_SETUP
+        return VideoRun(EXIT_SETUP)
     total = source.frame_count
     if total is not None and args.max_frames is not None:
         total = min(total, args.max_frames)
@@ -482,7 +505,7 @@ def _run(args: argparse.Namespace, source: VideoSource) -> int:
                                    args.fourcc)
             except SetupError as err:
                 _print_error(str(err))
-                return EXIT_SETUP
+                return VideoRun(EXIT_SETUP)
             stack.callback(writer.release)
             if writer.padded:
                 print(f'warning: {source.width}x{source.height} frames are written as '
@@ -535,9 +558,8 @@ def _run(args: argparse.Namespace, source: VideoSource) -> int:
     state = 'interrupted after' if stop.requested else 'done:'
     print(f'{state} {progress.done} frame(s), {progress.rate:.1f} frames/s'
           + (f' -> {written}' if written else ''))
-    if stop.requested:
-        return EXIT_INTERRUPTED
-    return status
+    return VideoRun(EXIT_INTERRUPTED if stop.requested else status, progress.done,
+                    progress.elapsed)
 
 
 def _write_batch(args: argparse.Namespace, batch: List[Tuple[float, np.ndarray]],

@@ -515,3 +515,15 @@ def test_sigint_to_a_running_demo_leaves_a_playable_video(tmp_path, converted_ch
     assert len(decoded) == len(records) and size == (160, 120) and fps == pytest.approx(FPS)
     assert [r['frame'] for r in records] == list(range(len(records)))
     assert f'interrupted after {len(records)} frame(s)' in stdout
+
+
+def test_benchmark_video_case_reports_from_the_numbers():
+    from tools.benchmarks.cases.video import VideoCase
+    result = dict(batch=4, rows=[dict(width=640, height=480, result=dict(
+        fps=dict(json=20.0, blurred=16.0, drawn=4.0, image_path=25.0), frames=48, n=3))])
+    (finding, ) = VideoCase().findings(result)
+    assert finding == ('- Video demo 640x480: 20.0 frames/s with JSON only (0.80x the image '
+                       'path on the same frames), 16.0 blurred, 4.0 drawn (drawing and '
+                       'encoding add 200 ms per frame).')
+    table = '\n'.join(VideoCase().render(result))
+    assert '| 640x480 | 20.0 | 16.0 | 4.0 | 25.0 | 48 | 3 |' in table

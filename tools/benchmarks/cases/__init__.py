@@ -10,8 +10,9 @@ from .loss import LossCase
 from .profile import ProfileCase
 from .scaling import PriorsCase, ScalingCase
 from .training import TrainingCase
+from .video import VideoCase
 
 CASES = (InferenceCase(), ResNet50Case(), TrainingCase(), LossCase(), ScalingCase(),
-         PriorsCase(), ProfileCase())
+         PriorsCase(), VideoCase(), ProfileCase())
 
 __all__ = ['CASES', 'Case', 'Context']
