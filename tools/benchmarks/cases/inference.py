@@ -432,9 +432,9 @@ class ResNet50Case(Case):
             return []
         return ['## 1b. Inference: ResNet50 (random weights)', '',
                 'Same photos and inference path; `configs/retinaface_r50_widerface.py` with '
-                'random weights (seed 0), so the scores are meaningless and far more priors '
-                'pass the score threshold than with trained weights (a worst case for '
-                'post-processing).', '',
+                'random weights (seed 0): the scores are meaningless, and the candidates '
+                '(priors above the score threshold) show how much work post-processing '
+                'gets.', '',
                 markdown_table(['size', 'batch', 'forward', 'post-processing', 'total',
                                 'post-processing share', 'img/s', 'candidates / kept',
                                 'peak RSS MiB', 'n'], rows), '']
