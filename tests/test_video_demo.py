@@ -443,6 +443,41 @@ def test_truncated_file_keeps_the_frames_that_decode(tmp_path, video_demo,
     assert len(read_jsonl(tmp_path / 'cut.jsonl')) == readable
 
 
+def test_a_frame_of_another_size_stops_the_run_there(tmp_path, video_demo, monkeypatch,
+                                                      converted_checkpoint):
+    """OpenCV's FFmpeg backend rescales such frames itself; other capture backends (cameras,
+    GStreamer) may hand them over, so the demo stops cleanly at the first one."""
+    frames = zoom_frames(5)
+    frames[3] = cv2.resize(frames[3], (160, 120))
+
+    class Capture:  # a capture backend that hands over frames as they come
+        def __init__(self, source):
+            self.frames = list(frames)
+
+        def isOpened(self):
+            return True
+
+        def get(self, prop):
+            return {cv2.CAP_PROP_FPS: 10.0, cv2.CAP_PROP_FRAME_COUNT: 5.0}.get(prop, 0.0)
+
+        def read(self):
+            return (True, self.frames.pop(0)) if self.frames else (False, None)
+
+        def release(self):
+            pass
+
+    source = tmp_path / 'stream.avi'
+    source.write_bytes(b'')
+    monkeypatch.setattr(video_demo.cv2, 'VideoCapture', Capture)
+    code, stdout, err = run_demo(video_demo, source, '--out', tmp_path / 'out.mkv', '--json',
+                                 tmp_path / 'out.jsonl', '--batch-size', 2, '--weights',
+                                 converted_checkpoint)
+    monkeypatch.undo()
+    assert code == 1 and 'frame 3 is 160x120, the video started at 320x240' in err
+    assert len(read_video(tmp_path / 'out.mkv')[0]) == len(read_jsonl(tmp_path / 'out.jsonl'))
+    assert len(read_jsonl(tmp_path / 'out.jsonl')) == 3 and 'done: 3 frame(s)' in stdout
+
+
 def test_max_frames(tmp_path, video_demo, converted_checkpoint):
     source = write_video(tmp_path / 'in.mkv', zoom_frames(5))
     code, _, err = run_demo(video_demo, source, '--json', tmp_path / 'a.jsonl', '--max-frames',
