@@ -103,9 +103,9 @@ def parse_args(argv=None):
                         '(default 0.5)')
     parser.add_argument('--device', type=_device, default='cpu', help='cpu, cuda or cuda:N')
     parser.add_argument('--no-fuse', action='store_true',
-                        help='run the model as loaded (by default BatchNorm is folded into the '
-                        'convolutions and weights are channels_last: same outputs to 1e-4, '
-                        'about 1.5x faster on CPU)')
+                        help='run the model as loaded (by default it is optimized for '
+                        'inference: BatchNorm folded into the convolutions, activations fused; '
+                        'the same faces to float rounding, faster on CPU)')
     parser.add_argument('--batch-size', type=_positive_int, default=1,
                         help='images per forward pass (default 1)')
     parser.add_argument('--max-size', type=_non_negative_int,

@@ -60,12 +60,14 @@ def test_missing_weights_name_the_path(tmp_path):
         init_face_detector(DEFAULT_CONFIG, tmp_path / 'nothing.pth')
 
 
-@pytest.mark.parametrize('channels_last', [False, True])
-def test_fused_conv_bn_gives_the_same_outputs(mobilenet_detector, converted_checkpoint,
-                                              channels_last):
-    fused = init_face_detector(DEFAULT_CONFIG, converted_checkpoint, fuse_conv_bn=True,
-                               channels_last=channels_last)
+@pytest.mark.parametrize('optimize', [True, 'fold', 'onednn'])
+def test_optimized_model_gives_the_same_outputs(mobilenet_detector, converted_checkpoint,
+                                                optimize):
+    """init_face_detector(optimize=...) runs optimize_for_inference: BatchNorm folded."""
+    fused = init_face_detector(DEFAULT_CONFIG, converted_checkpoint, optimize=optimize)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in mobilenet_detector.modules())
+    assert not fused.training and fused.cfg.model == mobilenet_detector.cfg.model
     assert mobilenet_detector.dataset_meta['classes'] == ('face', )
     x = torch.randn(1, 3, 160, 224) * 50
     with torch.no_grad():
@@ -97,3 +99,8 @@ def test_config_by_path_name_or_config_object(mobilenet_detector, converted_chec
     assert random.dataset_meta['classes'] == ('face', )
     assert not torch.equal(random.bbox_head.cls_convs[0].weight,
                            expected['bbox_head.cls_convs.0.weight'])
+
+
+def test_unknown_optimize_mode_is_refused(converted_checkpoint):
+    with pytest.raises(ValueError, match='mode'):
+        init_face_detector(DEFAULT_CONFIG, converted_checkpoint, optimize='fastest')

@@ -89,7 +89,7 @@ def load_face_checkpoint(model: nn.Module, weights: Union[str, os.PathLike]) -> 
 def init_face_detector(config: Optional[ConfigLike] = None,
                        weights: Optional[Union[str, os.PathLike]] = None,
                        device: str = 'cpu', cfg_options: Optional[dict] = None,
-                       fuse_conv_bn: bool = False, channels_last: bool = False) -> nn.Module:
+                       optimize: Union[bool, str] = False) -> nn.Module:
     """Build a config's detector, load ``weights`` strictly and safely, eval mode.
 
     Args:
@@ -100,10 +100,12 @@ def init_face_detector(config: Optional[ConfigLike] = None,
             config given by name, and nothing (random init) otherwise.
         device: ``'cpu'``, ``'cuda'`` or ``'cuda:N'``.
         cfg_options: overrides merged into the config (``{'model.x': y}``).
-        fuse_conv_bn: fold each BatchNorm into its convolution (inference only;
-            outputs equal to ~1e-5, see docs/benchmarks.md).
-        channels_last: store the weights NHWC; with ``fuse_conv_bn`` the CPU
-            forward is about 1.5x faster than as loaded.
+        optimize: ``True`` (or a mode of
+            :func:`~mmretinaface.apis.optimize.optimize_for_inference`:
+            ``'auto'``, ``'onednn'``, ``'fold'``) makes the model faster for
+            inference only (BatchNorm folded, activations fused; same outputs
+            to float rounding); ``False`` keeps it as loaded (trainable,
+            exportable).
 
     The model keeps its config as ``model.cfg`` (mmdet's ``inference_detector``
     and :class:`FaceInferencer` read the test pipeline from it). Missing files
@@ -129,10 +131,9 @@ def init_face_detector(config: Optional[ConfigLike] = None,
     else:
         from ..datasets.metainfo import FACE_METAINFO
         model.dataset_meta = dict(FACE_METAINFO)
-    if fuse_conv_bn:
-        from mmcv.cnn import fuse_conv_bn as fuse
-        model = fuse(model)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
     model.cfg = config
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    if optimize:
+        from .optimize import optimize_for_inference
+        optimize_for_inference(model, 'auto' if optimize is True else optimize)
+    return model

@@ -51,9 +51,10 @@ class FaceInferencer(DetInferencer):
         max_size: longer-side limit of the network input (the test pipeline's
             ``LimitSize``; ``None``: the config's, 4096 for the shipped ones;
             0: no limit). Also a per-call option.
-        optimize: fold BatchNorm into the convolutions and store the weights
-            channels_last (inference only; outputs equal within 1e-4, about
-            1.5x faster on CPU). ``False`` runs the model as loaded.
+        optimize: :func:`~mmretinaface.apis.optimize.optimize_for_inference`
+            (``True``: its ``'auto'`` mode, or a mode name): BatchNorm folded,
+            activations fused, oneDNN convolutions on CPU; the same faces to
+            float rounding, faster. ``False`` runs the model as loaded.
 
     Differences from ``DetInferencer``:
 
@@ -85,7 +86,7 @@ class FaceInferencer(DetInferencer):
                  palette: str = 'none',
                  show_progress: bool = True,
                  max_size: Optional[int] = _UNSET,
-                 optimize: bool = True) -> None:
+                 optimize: Union[bool, str] = True) -> None:
         if max_size is not _UNSET:
             check_max_size(max_size)
         self._max_size = max_size
@@ -110,8 +111,7 @@ class FaceInferencer(DetInferencer):
         """The one builder: weights-only, strict (:func:`init_face_detector`)."""
         if self._built is not None:
             return self._built
-        return init_face_detector(cfg, weights, device, fuse_conv_bn=self._optimize,
-                                  channels_last=self._optimize)
+        return init_face_detector(cfg, weights, device, optimize=self._optimize)
 
     def _init_pipeline(self, cfg: Config) -> Compose:
         """The config's test pipeline fed with decoded BGR arrays, with one ``LimitSize``.
