@@ -142,8 +142,15 @@ class WiderFaceMetric(BaseMetric):
         gt_kpts, pred_kpts = _get(gt, 'keypoints'), _get(pred, 'keypoints')
         if gt_kpts is None or pred_kpts is None:
             return
-        gt_kpts = _to_numpy(gt_kpts).reshape(len(gt_boxes), -1, 2)
-        pred_kpts = _to_numpy(pred_kpts).reshape(len(result['bboxes']), -1, 2)
+        gt_kpts, pred_kpts = _to_numpy(gt_kpts), _to_numpy(pred_kpts)
+        if not len(gt_boxes) or not len(result['bboxes']):
+            # an image without faces (or without detections) matches nothing; the
+            # point count cannot be inferred from an empty array, so none is reshaped
+            result['nme'] = np.zeros(0, np.float32)
+            result['pair_direction'] = np.zeros(0, np.float32)
+            return
+        gt_kpts = gt_kpts.reshape(len(gt_boxes), -1, 2)
+        pred_kpts = pred_kpts.reshape(len(result['bboxes']), -1, 2)
         vis = _get(gt, 'keypoints_visible')
         vis = (np.ones(gt_kpts.shape[:2], np.float32) if vis is None
                else _to_numpy(vis).reshape(gt_kpts.shape[:2]))
