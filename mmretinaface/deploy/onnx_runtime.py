@@ -4,7 +4,7 @@ No torch / mmdet needed at run time: numpy, OpenCV (for reading images) and
 onnxruntime. The model's reference test settings are the defaults (score 0.02,
 top 5000 before NMS, IoU 0.4, keep 750); the demo threshold is 0.5.
 """
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -55,3 +55,37 @@ def postprocess_decoded(boxes: np.ndarray, scores: np.ndarray, landmarks: np.nda
     boxes, scores, landmarks = boxes[keep], scores[keep], landmarks[keep]
     keep = numpy_nms(boxes, scores, iou_thr)[:max_per_img if max_per_img > 0 else None]
     return boxes[keep], scores[keep], landmarks[keep]
+
+
+def ort_session(onnx_file: str, threads: Optional[int] = None):
+    """An onnxruntime CPU session; ``threads`` sets ``intra_op_num_threads`` (default: ORT's)."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(onnx_file), options, providers=['CPUExecutionProvider'])
+
+
+class OnnxFaceDetector:
+    """A ``--decode`` export (FP32 or INT8, same inputs and outputs) as a face detector.
+
+    ``detector(bgr_image)`` returns ``(boxes (N, 4) xyxy, scores (N,),
+    landmarks (N, K, 2))`` in pixels after the model's test settings
+    (:func:`postprocess_decoded`; ``score_thr`` default 0.02 like the model).
+    """
+
+    def __init__(self, onnx_file: str, threads: Optional[int] = None, score_thr: float = 0.02,
+                 iou_thr: float = 0.4) -> None:
+        self.session = ort_session(onnx_file, threads)
+        outputs = [out.name for out in self.session.get_outputs()]
+        if outputs != ['boxes', 'scores', 'landmarks']:
+            raise ValueError(f'{onnx_file}: outputs {outputs}, expected boxes, scores, landmarks '
+                             '(export with tools/export_onnx.py --decode)')
+        self.input_name = self.session.get_inputs()[0].name
+        self.score_thr, self.iou_thr = score_thr, iou_thr
+
+    def __call__(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        boxes, scores, landmarks = (out[0] for out in self.session.run(
+            None, {self.input_name: preprocess_bgr([image])}))
+        return postprocess_decoded(boxes, scores, landmarks, self.score_thr, self.iou_thr)

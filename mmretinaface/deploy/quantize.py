@@ -1,0 +1,188 @@
+"""Static INT8 quantization of an exported RetinaFace ONNX model (onnxruntime).
+
+The default :class:`Int8Scheme` was chosen by measurement (docs/deployment.md):
+QDQ format, uint8 activations, int8 per-channel weights, MinMax ranges from
+real photos. Two parts stay FP32:
+
+* the high-resolution stem, every convolution that reads a feature map finer
+  than stride 8 (``float_stride``; the first 8 convolutions of MobileNet0.25).
+  Few channels over many pixels are slower in INT8 here (ONNX Runtime's INT8
+  depthwise kernels want multiples of 16 channels, the first conv has 3 input
+  channels) than its blocked FP32 kernels, and quantizing them cost faces on
+  held-out photos;
+* everything after the last convolutions (per-prior reshapes, softmax and,
+  in a ``--decode`` export, box / landmark decoding): 8-bit pixel coordinates
+  would be a few pixels coarse, and these ops are cheap in FP32.
+"""
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+#: Activations that directly follow a conv and are kept in its precision.
+ACTIVATIONS = ('Relu', 'LeakyRelu', 'Clip', 'Sigmoid')
+
+
+@dataclass(frozen=True)
+class Int8Scheme:
+    """How to quantize; the defaults are the measured best (docs/deployment.md).
+
+    Attributes:
+        quant_format: ``'qdq'`` (QuantizeLinear/DequantizeLinear pairs that
+            ONNX Runtime fuses into integer kernels) or ``'qoperator'``
+            (QLinearConv & co. written into the file).
+        activations, weights: ``'uint8'`` or ``'int8'``.
+        per_channel: one weight scale per output channel.
+        float_stride: convolutions reading a feature map of stride below this
+            (input pixels per feature pixel; 0: none) stay FP32, with their activation.
+        float_head: the last convolutions (class / box / landmark heads) stay FP32 too.
+    """
+
+    quant_format: str = 'qdq'
+    activations: str = 'uint8'
+    weights: str = 'int8'
+    per_channel: bool = True
+    float_stride: int = 8
+    float_head: bool = False
+
+    def describe(self) -> str:
+        fp32 = [f'convs below stride {self.float_stride}'] if self.float_stride else []
+        fp32 += ['head convs'] if self.float_head else []
+        fp32 += ['post-conv outputs']
+        return (f'{self.quant_format.upper()} {self.activations[0]}8 activations / '
+                f'{self.weights[0]}8 {"per-channel" if self.per_channel else "per-tensor"} '
+                f'weights; FP32: {", ".join(fp32)}')
+
+
+DEFAULT_SCHEME = Int8Scheme()
+
+
+def conv_input_strides(model, side: int = 256) -> Dict[str, float]:
+    """Conv name -> stride of the feature map it reads (input pixels per feature pixel).
+
+    From ONNX shape inference on a copy of ``model`` with a ``side x side``
+    input; convs whose input shape stays unknown are left out.
+    """
+    import onnx
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    initializers = {t.name for t in probe.graph.initializer}
+    for value in probe.graph.input:
+        if value.name not in initializers:
+            dims = value.type.tensor_type.shape.dim
+            for axis, size in zip(range(len(dims)), (1, None, side, side)):
+                if size is not None:
+                    dims[axis].Clear()
+                    dims[axis].dim_value = size
+    inferred = onnx.shape_inference.infer_shapes(probe)
+    widths = {v.name: v.type.tensor_type.shape.dim[-1].dim_value
+              for v in [*inferred.graph.value_info, *inferred.graph.input]
+              if len(v.type.tensor_type.shape.dim) == 4}
+    return {n.name: side / widths[n.input[0]] for n in model.graph.node
+            if n.op_type == 'Conv' and widths.get(n.input[0], 0) > 0}
+
+
+def float_nodes(model, float_stride: int = 8, float_head: bool = False) -> List[str]:
+    """Names of the nodes of ``model`` (an ``onnx.ModelProto``) that stay FP32.
+
+    The quantized part is the convolutional trunk: every node from which a
+    convolution can be reached, plus the last convolutions. Excluded are the
+    nodes after the last convolutions, the convolutions that read a feature
+    map of stride below ``float_stride`` and the activation right after each,
+    and with ``float_head`` the last convolutions (and their activations).
+    """
+    nodes = list(model.graph.node)  # ONNX graphs are topologically sorted
+    consumers: Dict[str, list] = {}
+    for node in nodes:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def next_nodes(node) -> list:
+        return [c for out in node.output for c in consumers.get(out, [])]
+
+    reaches_conv: Dict[str, bool] = {}
+    for node in reversed(nodes):
+        reaches_conv[node.name] = any(c.op_type == 'Conv' or reaches_conv[c.name]
+                                      for c in next_nodes(node))
+    convs = [n for n in nodes if n.op_type == 'Conv']
+    if not convs:
+        raise ValueError('the model has no Conv node: not an exported RetinaFace?')
+
+    def with_activation(conv) -> List[str]:
+        after = next_nodes(conv)
+        return [conv.name] + [a.name for a in after if len(after) == 1 and a.op_type in ACTIVATIONS]
+
+    excluded = [n.name for n in nodes if n.op_type != 'Conv' and not reaches_conv[n.name]]
+    strides = conv_input_strides(model) if float_stride else {}
+    for conv in convs:
+        if strides.get(conv.name, float('inf')) < float_stride or (
+                float_head and not reaches_conv[conv.name]):
+            excluded += with_activation(conv)
+    return list(dict.fromkeys(excluded))
+
+
+def read_shapes_before_dequantize(model) -> int:
+    """Let every ``Shape`` that reads a ``DequantizeLinear`` output read its 8-bit input.
+
+    The FPN's upsampling sizes and the decode's prior grid come from feature
+    map shapes; left alone, ONNX Runtime dequantizes whole feature maps (and
+    transposes them back to NCHW) only to read their shape. Same shape,
+    exact. Dequantize nodes left without consumers are removed. Returns the
+    number of rewired ``Shape`` nodes.
+    """
+    graph = model.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    rewired = 0
+    for node in graph.node:
+        source = producer.get(node.input[0]) if node.op_type == 'Shape' else None
+        if source is not None and source.op_type == 'DequantizeLinear':
+            node.input[0] = source.input[0]
+            rewired += 1
+    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    keep = [n for n in graph.node if n.op_type != 'DequantizeLinear' or n.output[0] in used]
+    del graph.node[:]
+    graph.node.extend(keep)
+    return rewired
+
+
+def quantize_int8(fp32_file: str, out_file: str,
+                  images: Optional[Sequence[np.ndarray]] = None,
+                  scheme: Int8Scheme = DEFAULT_SCHEME) -> None:
+    """Write an INT8 version of the exported FP32 model ``fp32_file`` to ``out_file``.
+
+    Args:
+        images: BGR uint8 calibration photos (any sizes); default the bundled
+            real photos and mosaics (:func:`~.calibration.calibration_images`).
+            Given photos are resized to longer sides 640 and 320 first.
+        scheme: see :class:`Int8Scheme`.
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from .calibration import CalibrationReader, calibration_images
+    model = onnx.load(fp32_file)
+    exclude = float_nodes(model, scheme.float_stride, scheme.float_head)
+    (input_name, ) = [i.name for i in model.graph.input
+                      if i.name not in {t.name for t in model.graph.initializer}]
+    types = dict(uint8=QuantType.QUInt8, int8=QuantType.QInt8)
+    formats = dict(qdq=QuantFormat.QDQ, qoperator=QuantFormat.QOperator)
+    for value, allowed in ((scheme.activations, types), (scheme.weights, types),
+                           (scheme.quant_format, formats)):
+        if value not in allowed:
+            raise ValueError(f'INT8 scheme: {value!r} is not one of {sorted(allowed)}')
+    reader = CalibrationReader(calibration_images(images), input_name)
+    out_dir = os.path.dirname(os.path.abspath(out_file))
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix='.int8-') as tmp:
+        staged = os.path.join(tmp, 'model.onnx')
+        quantize_static(fp32_file, staged, reader, quant_format=formats[scheme.quant_format],
+                        activation_type=types[scheme.activations],
+                        weight_type=types[scheme.weights], per_channel=scheme.per_channel,
+                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude,
+                        extra_options=dict(CalibTensorRangeSymmetric=False))
+        quantized = onnx.load(staged)
+        read_shapes_before_dequantize(quantized)
+        onnx.checker.check_model(quantized)
+        onnx.save(quantized, staged)
+        os.replace(staged, out_file)
