@@ -116,8 +116,9 @@ class VideoSource:
         """``(time in seconds, BGR frame)`` pairs; at most ``limit`` of them."""
         produced = 0
         while limit is None or produced < limit:
-            item, self._first = (self._first, None) if self._first is not None else (
-                self._read(), None)
+            item, self._first = self._first, None  # the frame read to check the input
+            if item is None:
+                item = self._read()
             if item is None:
                 if self.frame_count is not None and self.frames_read < self.frame_count:
                     self.ended_early = True
@@ -320,24 +321,15 @@ class StopRequests:
 
 
 # --------------------------------------------------------------------------- CLI
-def _device(value: str) -> str:
-    if not re.fullmatch(r'cpu|cuda(:\d+)?', value):
-        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got '{value}'")
-    return value
-
-
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f'expected an integer >= 1, got {value}')
-    return number
-
-
-def _non_negative_int(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f'expected an integer >= 0, got {value}')
-    return number
+def _int_at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum``."""
+    def parse(value: str) -> int:
+        number = int(value)
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f'expected an integer >= {minimum}, got {value}')
+        return number
+    parse.__name__ = 'int'  # argparse names the type in its messages
+    return parse
 
 
 def _margin(value: str) -> float:
@@ -364,12 +356,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--score-thr', type=float, default=0.5,
                         help='faces scoring at least this are written, drawn or blurred '
                         '(default 0.5; lower it, e.g. 0.3, to anonymise more eagerly)')
-    parser.add_argument('--batch-size', type=_positive_int, default=4,
+    parser.add_argument('--batch-size', type=_int_at_least(1), default=4,
                         help='frames per forward pass (default 4)')
-    parser.add_argument('--device', type=_device, default='cpu', help='cpu, cuda or cuda:N')
-    parser.add_argument('--max-frames', type=_positive_int,
+    parser.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N')
+    parser.add_argument('--max-frames', type=_int_at_least(1),
                         help='stop after this many frames')
-    parser.add_argument('--max-size', type=_non_negative_int,
+    parser.add_argument('--max-size', type=_int_at_least(0),
                         help='frames whose longer side exceeds this many pixels are '
                         'downscaled for the network (results in original pixels); 0 = no '
                         "limit (default: the config's LimitSize, 4096)")

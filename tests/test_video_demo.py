@@ -415,6 +415,9 @@ def test_outputs_are_checked_before_anything_runs(tmp_path, video_demo, converte
         assert code == 2 and '--pyramid is not available yet' in err
     with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
         video_demo.main([str(source)])  # nothing to do
+    code, _, err = run_demo(video_demo, source, '--json', tmp_path / 'x.jsonl', '--device',
+                            'tpu', *weights)
+    assert code == 2 and err.startswith('error: ') and 'tpu' in err
     code, _, err = run_demo(video_demo, source, '--json', existing, '--overwrite', *weights)
     assert code == 0 and len(read_jsonl(existing)) == 2
 
