@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0 "setuptools>=77,<81" wheel ninja "numpy<3"
 	$(PY) -c "import mmcv.ops" 2>/dev/null || \
-		MMCV_WITH_OPS=1 MAX_JOBS=$$(nproc) $(PIP) install --no-build-isolation "mmcv==2.1.0"
+		CUDA_VISIBLE_DEVICES= FORCE_CUDA=0 MMCV_WITH_OPS=1 MAX_JOBS=$$(nproc) $(PIP) install --no-build-isolation "mmcv==2.1.0"
 	$(PIP) install -q --no-build-isolation -e ".[dev,deploy,plots,demo]"
 	$(PY) -c "import mmretinaface.register, mmcv.ops, mmdet; print('mmretinaface ready, mmdet', mmdet.__version__)"
 	touch $(STAMP)
