@@ -95,7 +95,8 @@ def test_config_by_path_name_or_config_object(mobilenet_detector, converted_chec
     with pytest.raises(TypeError, match='config'):
         init_face_detector(42)
     # a path (not a name) without weights: mmdet's random initialisation, face metainfo
-    random = init_face_detector(DEFAULT_CONFIG)
+    with pytest.warns(UserWarning, match='randomly initialised'):
+        random = init_face_detector(DEFAULT_CONFIG)
     assert random.dataset_meta['classes'] == ('face', )
     assert not torch.equal(random.bbox_head.cls_convs[0].weight,
                            expected['bbox_head.cls_convs.0.weight'])

@@ -1,6 +1,7 @@
 """The one detector builder: config (path, name or Config) + checkpoint, loaded strictly
 and weights-only (mmdet's ``init_detector`` without its permissive loading)."""
 import os
+import warnings
 from pathlib import Path
 from typing import Optional, Union
 
@@ -130,6 +131,8 @@ def init_face_detector(config: Optional[ConfigLike] = None,
         load_face_checkpoint(model, weights)
     else:
         from ..datasets.metainfo import FACE_METAINFO
+        warnings.warn('no weights given: the detector is randomly initialised (pass weights=, '
+                      'or a config name to use its default weights)', stacklevel=2)
         model.dataset_meta = dict(FACE_METAINFO)
     model.cfg = config
     model = model.to(device).eval()
