@@ -14,10 +14,12 @@ real photos. Two parts stay FP32:
   in a ``--decode`` export, box / landmark decoding): 8-bit pixel coordinates
   would be a few pixels coarse, and these ops are cheap in FP32.
 """
+import contextlib
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
@@ -51,9 +53,9 @@ class Int8Scheme:
         fp32 = [f'convs below stride {self.float_stride}'] if self.float_stride else []
         fp32 += ['head convs'] if self.float_head else []
         fp32 += ['post-conv outputs']
-        return (f'{self.quant_format.upper()} {self.activations[0]}8 activations / '
-                f'{self.weights[0]}8 {"per-channel" if self.per_channel else "per-tensor"} '
-                f'weights; FP32: {", ".join(fp32)}')
+        return (f'{self.quant_format.upper()}, {self.activations} activations, {self.weights} '
+                f'{"per-channel" if self.per_channel else "per-tensor"} weights; FP32: '
+                f'{", ".join(fp32)}')
 
 
 DEFAULT_SCHEME = Int8Scheme()
@@ -147,6 +149,25 @@ def read_shapes_before_dequantize(model) -> int:
     return rewired
 
 
+class _PreprocessAdvice(logging.Filter):
+    """Drops onnxruntime's advice to run ``quant_pre_process`` first: measured, it gave no
+    speed here (docs/deployment.md) and its symbolic shape inference fails on --decode
+    exports."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return 'pre-processing before quantization' not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_preprocess_advice() -> Iterator[None]:
+    advice = _PreprocessAdvice()
+    logging.getLogger().addFilter(advice)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(advice)
+
+
 def quantize_int8(fp32_file: str, out_file: str,
                   images: Optional[Sequence[np.ndarray]] = None,
                   scheme: Int8Scheme = DEFAULT_SCHEME) -> None:
@@ -174,7 +195,8 @@ def quantize_int8(fp32_file: str, out_file: str,
             raise ValueError(f'INT8 scheme: {value!r} is not one of {sorted(allowed)}')
     reader = CalibrationReader(calibration_images(images), input_name)
     out_dir = os.path.dirname(os.path.abspath(out_file))
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix='.int8-') as tmp:
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix='.int8-') as tmp, \
+            _without_preprocess_advice():
         staged = os.path.join(tmp, 'model.onnx')
         quantize_static(fp32_file, staged, reader, quant_format=formats[scheme.quant_format],
                         activation_type=types[scheme.activations],
