@@ -6,6 +6,7 @@ needed, its measuring functions at module level) and add an instance below.
 """
 from .base import Case, Context
 from .inference import InferenceCase, ResNet50Case
+from .int8 import Int8Case
 from .loss import LossCase
 from .profile import ProfileCase
 from .scaling import PriorsCase, ScalingCase
@@ -13,6 +14,6 @@ from .training import TrainingCase
 from .video import VideoCase
 
 CASES = (InferenceCase(), ResNet50Case(), TrainingCase(), LossCase(), ScalingCase(),
-         PriorsCase(), VideoCase(), ProfileCase())
+         PriorsCase(), VideoCase(), Int8Case(), ProfileCase())
 
 __all__ = ['CASES', 'Case', 'Context']
