@@ -406,3 +406,65 @@ def test_prior_order_matches_reference_prior_box(hw):
     torch.testing.assert_close(priors, expected, rtol=0, atol=1e-4)
     traced = model.bbox_head.get_priors(cls_scores, cached=False)
     torch.testing.assert_close(traced, expected, rtol=0, atol=1e-4)
+
+
+# ----------------------------------- 5. ImageNet MobileNet0.25 -> backbone init
+def imagenet_tar(path: Path, legacy: bool) -> 'OrderedDict[str, torch.Tensor]':
+    """A file in the layout of the reference's ``mobilenetV1X0.25_pretrain.tar``: a
+    training checkpoint whose ``state_dict`` holds DataParallel-prefixed ``stage*`` keys
+    of the ImageNet MobileNetV1 (the reference body) plus its ``fc`` classifier."""
+    from mmretinaface.testing.reference_retinaface import MobileNetV1Body
+    body = randomize_(MobileNetV1Body(), seed=11, calib_shape=(2, 3, 64, 64))
+    state = OrderedDict(('module.' + k, v.clone()) for k, v in body.state_dict().items())
+    state['module.fc.weight'] = torch.randn(1000, 256)
+    state['module.fc.bias'] = torch.randn(1000)
+    torch.save({'epoch': 250, 'arch': 'mobilenetV1X0.25', 'best_prec1': 61.7,
+                'state_dict': state}, path, _use_new_zipfile_serialization=not legacy)
+    return body
+
+
+@pytest.mark.parametrize('legacy', [False, True])
+def test_imagenet_mobilenet_converts_to_backbone_init(tmp_path, capsys, legacy):
+    """tools/convert_weights.py turns the ImageNet .tar into a backbone checkpoint that
+    ``init_cfg=dict(type='Pretrained', checkpoint=...)`` loads: the backbone then computes
+    the reference body's stage outputs exactly."""
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    src = tmp_path / 'mobilenetV1X0.25_pretrain.tar'
+    body = imagenet_tar(src, legacy).eval()
+    out = tmp_path / 'mobilenet0.25_imagenet.pth'
+    rc, stdout, err = convert(capsys, src, '--out', out)
+    assert rc == 0, err
+    assert 'ImageNet, backbone only' in stdout
+    ckpt = torch.load(out, map_location='cpu', weights_only=True)
+    assert not any(k.startswith(('fc.', 'module.', 'backbone.')) for k in ckpt['state_dict'])
+    cfg = Config.fromfile(str(CONFIGS['mobilenet0.25']))
+    cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=str(out))
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    model.eval()
+    x = torch.randn(1, 3, 96, 128, generator=torch.Generator().manual_seed(0)) * 50
+    with torch.no_grad():
+        expected = list(body(x).values())
+        got = model.backbone(x)
+    for ours, theirs in zip(got, expected):
+        assert float((ours - theirs).abs().max()) <= ATOL
+    # the neck and head keep their own init: only the backbone came from the file
+    assert not torch.equal(model.bbox_head.cls_convs[0].weight,
+                           build_model('mobilenet0.25').bbox_head.cls_convs[0].weight)
+
+
+@pytest.mark.parametrize('extra,message', [
+    ('module.stage3.9.0.weight', 'unexpected (1): stage3.9.depthwise_conv.conv.weight'),
+    ('module.classifier.weight', 'not a reference RetinaFace state dict'),
+])
+def test_imagenet_tar_with_foreign_keys_is_refused(tmp_path, capsys, extra, message):
+    src = tmp_path / 'pretrain.tar'
+    imagenet_tar(src, legacy=False)
+    ckpt = torch.load(src, weights_only=True)
+    ckpt['state_dict'][extra] = torch.zeros(1)
+    torch.save(ckpt, src)
+    out = tmp_path / 'out.pth'
+    rc, _, err = convert(capsys, src, '--out', out)
+    assert rc != 0 and not out.exists()
+    assert message in err
