@@ -253,11 +253,17 @@ class Progress:
         self.stream = sys.stderr if stream is None else stream
         self.done = 0
         self.start = time.monotonic()
+        self.start_cpu = time.process_time()
         self._last = -math.inf
 
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.start
+
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU time of this process (all its threads) since the start."""
+        return time.process_time() - self.start_cpu
 
     @property
     def rate(self) -> float:
@@ -439,11 +445,13 @@ def _print_error(message: str) -> None:
 
 @dataclass
 class VideoRun:
-    """What :func:`process` did: exit status, frames written, seconds spent on them (from
-    the first frame read to the last written; model loading excluded)."""
+    """What :func:`process` did: exit status, frames written, seconds spent on them (wall
+    and this process's CPU time, from the first frame read to the last written; model
+    loading excluded)."""
     status: int
     frames: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
     @property
     def frames_per_second(self) -> float:
@@ -551,7 +559,7 @@ def _run(args: argparse.Namespace, source: VideoSource) -> VideoRun:
     print(f'{state} {progress.done} frame(s), {progress.rate:.1f} frames/s'
           + (f' -> {written}' if written else ''))
     return VideoRun(EXIT_INTERRUPTED if stop.requested else status, progress.done,
-                    progress.elapsed)
+                    progress.elapsed, progress.cpu_seconds)
 
 
 def _write_batch(args: argparse.Namespace, batch: List[Tuple[float, np.ndarray]],

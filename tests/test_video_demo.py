@@ -558,10 +558,12 @@ def test_sigint_to_a_running_demo_leaves_a_playable_video(tmp_path, converted_ch
 def test_benchmark_video_case_reports_from_the_numbers():
     from tools.benchmarks.cases.video import VideoCase
     result = dict(batch=4, rows=[dict(width=640, height=480, result=dict(
-        fps=dict(json=20.0, blurred=16.0, drawn=4.0, image_path=25.0), frames=48, n=3))])
+        fps=dict(json=10.0, blurred=8.0, drawn=2.0, image_path=12.5),
+        cpu_fps=dict(json=20.0, blurred=16.0, drawn=4.0, image_path=25.0), frames=48, n=3))])
     (finding, ) = VideoCase().findings(result)
-    assert finding == ('- Video demo 640x480: 20.0 frames/s with JSON only (0.80x the image '
-                       'path on the same frames), 16.0 blurred, 4.0 drawn (drawing and '
-                       'encoding add 200 ms per frame).')
+    assert finding == ('- Video demo 640x480, per CPU second: 20.0 frames with JSON only '
+                       '(0.80x the image path on the same frames), 16.0 blurred, 4.0 drawn '
+                       '(drawing and encoding add 200 ms of CPU per frame).')
     table = '\n'.join(VideoCase().render(result))
-    assert '| 640x480 | 20.0 | 16.0 | 4.0 | 25.0 | 48 | 3 |' in table
+    assert '| 640x480 | wall second | 10.0 | 8.0 | 2.0 | 12.5 | 48 | 3 |' in table
+    assert '| 640x480 | CPU second | 20.0 | 16.0 | 4.0 | 25.0 | 48 | 3 |' in table
