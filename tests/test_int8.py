@@ -13,9 +13,11 @@ from mmretinaface.deploy.int8_eval import box_iou, compare_faces, face_mosaics, 
 from mmretinaface.deploy.onnx_runtime import OnnxFaceDetector
 from mmretinaface.deploy.quantize import float_nodes, read_shapes_before_dequantize
 
-# INT8 vs FP32 on real faces (the FP32 faces scoring >= 0.5). Measured with the default
-# scheme and calibration: every face found, box IoU >= 0.91 (mean 0.97), landmark error
+# INT8 vs FP32 on real faces (the FP32 faces scoring >= 0.5; INT8 faces counted from 0.3, so
+# that a face near the threshold may score a little lower). Measured with the default scheme
+# and calibration: every face found (at 0.5 too), box IoU >= 0.91 (mean 0.97), landmark error
 # 0.008-0.009 of the face size. Bounds leave room for onnxruntime versions and CPUs.
+INT8_SCORE_THR = 0.3
 MIN_IOU = 0.8
 MAX_LANDMARK_NME = 0.03
 CONFIG = get_config_path('retinaface_mobilenet0.25_widerface')
@@ -85,7 +87,7 @@ def test_int8_finds_the_faces_fp32_finds_on_real_photos(int8_onnx, fp32_onnx):
     fp32, int8 = OnnxFaceDetector(fp32_onnx, threads=1), OnnxFaceDetector(int8_onnx, threads=1)
     images = real_photos()
     ref, got = [fp32(img) for img in images], [int8(img) for img in images]
-    stats = compare_faces(ref, got)
+    stats = compare_faces(ref, got, candidate_thr=INT8_SCORE_THR)
     assert stats['faces'] >= 18 + 2 + 30
     assert stats['found'] == stats['faces'], stats
     assert stats['min_iou'] >= MIN_IOU, stats

@@ -7,7 +7,7 @@ at other scales and positions. Offline there is no real group photo, so
 :func:`group_photo` builds a group-like one: rows of LFW faces on a photo
 background.
 """
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -77,21 +77,24 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def compare_faces(reference: Sequence[Faces], candidate: Sequence[Faces],
-                  score_thr: float = 0.5) -> Dict[str, float]:
+                  score_thr: float = 0.5,
+                  candidate_thr: Optional[float] = None) -> Dict[str, float]:
     """How well ``candidate`` detections reproduce the ``reference`` faces (score >= thr).
 
-    For each reference face, the candidate face (score >= ``score_thr``) of
+    For each reference face, the candidate face (score >= ``candidate_thr``,
+    default ``score_thr``: a lower one forgives faces near the threshold) of
     highest IoU: ``faces`` (reference count), ``found`` (IoU >= 0.5),
     ``min_iou``, ``mean_iou``, ``landmark_nme`` (mean point distance over
     ``sqrt(w * h)`` of the reference box, over found faces), ``max_score_diff``
-    and ``extra`` (candidate faces >= thr overlapping no reference face).
+    and ``extra`` (candidate faces >= ``score_thr`` overlapping no reference face).
     """
+    candidate_thr = score_thr if candidate_thr is None else candidate_thr
     ious, nmes, score_diffs, extra = [], [], [], 0
     for (rb, rs, rk), (cb, cs, ck) in zip(reference, candidate):
-        rmask, cmask = rs >= score_thr, cs >= score_thr
+        rmask, cmask = rs >= score_thr, cs >= candidate_thr
         rb, rs, rk, cb, cs, ck = rb[rmask], rs[rmask], rk[rmask], cb[cmask], cs[cmask], ck[cmask]
         iou = box_iou(rb, cb)
-        extra += int((iou.max(axis=0, initial=0) < 0.5).sum()) if len(cb) else 0
+        extra += int(((iou.max(axis=0, initial=0) < 0.5) & (cs >= score_thr)).sum())
         for i in range(len(rb)):
             j = int(iou[i].argmax()) if len(cb) else -1
             ious.append(iou[i, j] if j >= 0 else 0.0)
