@@ -78,10 +78,16 @@ def test_views_are_deterministic_crops_and_mosaics():
 
 
 def test_eval_outputs_unchanged(converted_checkpoint, identity_checkpoint):
-    """Raw outputs of the calibrated checkpoint equal the identity one's: within 1e-5
-    evaluated in float64 (the parameters define the same function), and within 1e-5 +
-    float32 rounding (1e-6 of the largest output) in float32. For scale: switching PyTorch's oneDNN
-    convolutions off moves the same weights' outputs by ~2.5e-5."""
+    """Raw outputs of the calibrated checkpoint equal the identity one's up to float32
+    rounding of the re-parameterised BN biases.
+
+    A BN with statistics computes ``b' - m * scale`` where the folded model had its bias
+    ``c``; ``b' = c + m`` rounds to float32 at the magnitude of ``m``, so a bit-exact
+    eval function is impossible. Measured: <= 1e-5 evaluated in float64 (the function
+    the stored parameters define), <= 1.9e-5 in float32 on the landmark outputs (values
+    up to ~12); switching PyTorch's oneDNN convolutions off moves the same weights'
+    outputs by ~2.5e-5. Bounds: 1.5e-5 and 3e-5.
+    """
     calibrated, identity = load(converted_checkpoint), load(identity_checkpoint)
     assert identity_batchnorm_layers(calibrated) == []
     assert len(identity_batchnorm_layers(identity)) == len(batchnorm_layers(identity)) == 47
@@ -90,15 +96,16 @@ def test_eval_outputs_unchanged(converted_checkpoint, identity_checkpoint):
         for x in photo_inputs(identity):
             for got, want in zip(calibrated._forward(x), identity._forward(x)):
                 for g, w in zip(got, want):
+                    assert w.abs().max() > 1  # a meaningful comparison
                     diff = float((g - w).abs().max())
-                    assert diff <= 1e-5 + 1e-6 * float(w.abs().max())
+                    assert diff <= 3e-5
                     worst = max(worst, diff)
         calibrated.double()
         identity.double()
         for x in photo_inputs(identity)[:4]:
             for got, want in zip(calibrated._forward(x.double()), identity._forward(x.double())):
                 for g, w in zip(got, want):
-                    assert float((g - w).abs().max()) <= 1e-5
+                    assert float((g - w).abs().max()) <= 1.5e-5
     print(f'float32 max |diff| {worst:.2e}')
 
 

