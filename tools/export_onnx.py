@@ -87,7 +87,11 @@ def main(argv=None) -> int:
         if status:
             return status
         from mmretinaface.deploy.quantize import DEFAULT_SCHEME, quantize_int8
-        quantize_int8(fp32_file, args.out, calib_images)
+        try:
+            quantize_int8(fp32_file, args.out, calib_images)
+        except ImportError as err:  # the default calibration photos' packages (an extra)
+            print(f'error: {err}', file=sys.stderr)
+            return 2
         print(f'quantized {args.out} ({DEFAULT_SCHEME.describe()}; calibrated on '
               f'{args.calib_images or "the bundled photos"})')
         if args.verify and args.decode and not verify_int8(fp32_file, args.out):
