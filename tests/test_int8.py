@@ -168,3 +168,12 @@ def test_bad_calibration_folder_gives_a_clear_error(tmp_path, capsys, case):
                 'unreadable': 'could be read'}[case]
     assert expected in err and str(folder) in err
     assert not out.exists()
+
+
+def test_existing_output_is_not_overwritten(tmp_path, capsys):
+    from tools.export_onnx import main
+    out = tmp_path / 'mine.onnx'
+    out.write_bytes(b'user data')
+    assert main([CONFIG, 'no-checkpoint-needed.pth', '--out', str(out), '--int8']) == 2
+    assert 'exists; pass --force' in capsys.readouterr().err
+    assert out.read_bytes() == b'user data'

@@ -30,6 +30,7 @@ def parse_args(argv=None):
     parser.add_argument('config')
     parser.add_argument('checkpoint')
     parser.add_argument('--out', required=True, help='output .onnx file')
+    parser.add_argument('--force', action='store_true', help='replace --out if it exists')
     parser.add_argument('--decode', action='store_true',
                         help='decode in the graph: boxes, scores, landmarks in pixels')
     parser.add_argument('--opset', type=int, default=17)
@@ -70,6 +71,9 @@ def verify_int8(fp32_file: str, int8_file: str) -> bool:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if os.path.exists(args.out) and not args.force:
+        print(f'error: {args.out} exists; pass --force to replace it', file=sys.stderr)
+        return 2
     calib_images = None
     if args.calib_images:  # bad folders fail before the slow part
         from mmretinaface.deploy.calibration import folder_images
