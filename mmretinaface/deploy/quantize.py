@@ -201,8 +201,7 @@ def quantize_int8(fp32_file: str, out_file: str,
         quantize_static(fp32_file, staged, reader, quant_format=formats[scheme.quant_format],
                         activation_type=types[scheme.activations],
                         weight_type=types[scheme.weights], per_channel=scheme.per_channel,
-                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude,
-                        extra_options=dict(CalibTensorRangeSymmetric=False))
+                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude)
         quantized = onnx.load(staged)
         read_shapes_before_dequantize(quantized)
         onnx.checker.check_model(quantized)
