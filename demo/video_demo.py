@@ -255,6 +255,7 @@ class Progress:
         self.start = time.monotonic()
         self.start_cpu = time.process_time()
         self._last = -math.inf
+        self._shown = -1  # frames count on the line printed last
 
     @property
     def elapsed(self) -> float:
@@ -275,12 +276,14 @@ class Progress:
         now = time.monotonic()
         if now - self._last >= self.interval:
             self._last = now
-            self._print(end='')
+            self._print()
 
     def close(self) -> None:
-        self._print(end='\n')
+        if self._shown != self.done:
+            self._print()
+        print(file=self.stream, flush=True)
 
-    def _print(self, end: str) -> None:
+    def _print(self) -> None:
         elapsed = self.elapsed
         rate = self.rate
         if self.total:
@@ -293,7 +296,8 @@ class Progress:
                 text += f', ETA: {eta:.0f}s'
         else:
             text = f'{self.done} frames, {rate:.1f} frames/s, elapsed: {elapsed:.0f}s'
-        print(f'\r{text}', end=end, file=self.stream, flush=True)
+        print(f'\r{text}', end='', file=self.stream, flush=True)
+        self._shown = self.done
 
 
 class StopRequests:
