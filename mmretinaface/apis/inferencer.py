@@ -14,6 +14,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 import cv2
 import mmengine
 import numpy as np
+import torch
 from mmdet.apis import DetInferencer
 from mmdet.structures import DetDataSample
 from mmengine.config import Config
@@ -22,6 +23,7 @@ from mmengine.structures import InstanceData
 from torch import nn
 
 from ..datasets.transforms.limit_size import LimitSize, check_max_size, limited_size
+from ..models.pyramid import FacePyramidTTAModel
 from .image_io import load_image, to_bgr_uint8
 from .inference import init_face_detector, resolve_model
 
@@ -55,6 +57,9 @@ class FaceInferencer(DetInferencer):
             (``True``: its ``'auto'`` mode, or a mode name): BatchNorm folded,
             activations fused, oneDNN convolutions on CPU; the same faces to
             float rounding, faster. ``False`` runs the model as loaded.
+        pyramid: image-pyramid inference for faces larger than the anchors
+            (close-ups): the input plus halved copies as its size needs,
+            merged (:class:`~mmretinaface.models.pyramid.FacePyramidTTAModel`).
 
     Differences from ``DetInferencer``:
 
@@ -86,7 +91,8 @@ class FaceInferencer(DetInferencer):
                  palette: str = 'none',
                  show_progress: bool = True,
                  max_size: Optional[int] = _UNSET,
-                 optimize: Union[bool, str] = True) -> None:
+                 optimize: Union[bool, str] = True,
+                 pyramid: bool = False) -> None:
         if max_size is not _UNSET:
             check_max_size(max_size)
         self._max_size = max_size
@@ -105,6 +111,7 @@ class FaceInferencer(DetInferencer):
             model, weights = resolve_model(model, weights)
         super().__init__(model=model, weights=weights, device=device, scope=scope,
                          palette=palette, show_progress=show_progress)
+        self._pyramid = FacePyramidTTAModel(module=self.model) if pyramid else None
 
     # ----------------------------------------------------------------- set-up
     def _init_model(self, cfg: Config, weights: Optional[str], device: str = 'cpu') -> nn.Module:
@@ -209,6 +216,14 @@ class FaceInferencer(DetInferencer):
             self._limit.max_size = default
         data['data_samples'].set_metainfo(dict(img_path=source.path))
         return source, data
+
+    # --------------------------------------------------------------- forward
+    @torch.no_grad()
+    def forward(self, inputs: dict, **kwargs) -> List[DetDataSample]:
+        """The detector's ``test_step``, or the image pyramid's with ``pyramid=True``."""
+        if self._pyramid is not None:
+            return self._pyramid.test_step(inputs)
+        return super().forward(inputs, **kwargs)
 
     # ------------------------------------------------------------- visualize
     def visualize(self, inputs: List[_Source], preds: List[DetDataSample],
