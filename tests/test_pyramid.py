@@ -247,3 +247,16 @@ def test_test_tool_pyramid_ap_not_below_original(converted_checkpoint, tmp_path)
     assert all(torch.equal(tested[k], saved[k]) for k in saved)
     assert aps['original'] > 0.5
     assert aps['pyramid'] >= aps['original']
+
+
+def test_image_demo_pyramid_option(inferencers, converted_checkpoint, tmp_path):
+    import json
+
+    from demo.image_demo import main
+    path = tmp_path / 'close_up.png'
+    cv2.imwrite(str(path), close_up(inferencers[0]))
+    out = tmp_path / 'out'
+    assert main([str(path), '--pyramid', '--no-vis', '--out-dir', str(out),
+                 '--weights', converted_checkpoint]) == 0
+    record = json.loads((out / 'preds' / 'close_up.json').read_text())
+    assert len(record['bboxes']) == len(record['keypoints']) == 1  # scores >= 0.5
