@@ -124,3 +124,75 @@ def test_the_runtime_config_builds_the_face_visualizer():
         warnings.simplefilter('error')
         vis = build_face_visualizer(cfg.visualizer, META)
     assert type(vis) is FaceLocalVisualizer
+
+
+# ------------------------------------------------- the canvas: mmengine's pixels, faster
+def _shapes(vis, image):
+    """Boxes, a score label, circles and a mask, drawn with mmengine's public API."""
+    h, w = image.shape[:2]
+    vis.set_image(image)
+    vis.draw_bboxes(np.array([[0.1 * w, 0.2 * h, 0.5 * w, 0.7 * h], [0.6 * w, 0.1 * h,
+                                                                    0.95 * w, 0.4 * h]]),
+                    edge_colors=[(0, 255, 0)] * 2, alpha=0.8, line_widths=3)
+    vis.draw_texts('face: 99.5', np.array([0.1 * w + 3, 0.2 * h + 3]), colors=(200, 200, 200),
+                   font_sizes=13, bboxes=[dict(facecolor='black', alpha=0.8, pad=0.7,
+                                               edgecolor='none')])
+    vis.draw_circles(np.array([[0.2 * w + 0.4, 0.3 * h + 0.2], [0.3 * w, 0.3 * h]]),
+                     np.array([5.0, 3.0]), edge_colors=[(255, 0, 0), (0, 0, 255)],
+                     face_colors=[(255, 0, 0), (0, 0, 255)], alpha=1.0)
+    mask = np.zeros((h, w), bool)
+    mask[h // 2:, w // 2:] = True
+    vis.draw_binary_masks(mask, colors=[(255, 255, 0)], alphas=0.5)
+    vis.draw_lines(np.array([0.05 * w, 0.9 * w]), np.array([0.9 * h, 0.8 * h]), colors='r')
+    return vis.get_image()
+
+
+@pytest.mark.parametrize('size', [(480, 640), (720, 1280), (257, 333)])
+def test_canvas_pixels_equal_mmengines(size):
+    """Image copied under the shapes == mmengine's image shown as an axes image."""
+    from mmengine.visualization import Visualizer
+    image = np.random.default_rng(sum(size)).integers(0, 256, (*size, 3), dtype=np.uint8)
+    ours = build_face_visualizer(None, META)
+    reference = Visualizer(name=f'mmengine-reference-{size}')
+    expected = _shapes(reference, image)
+    assert np.array_equal(_shapes(ours, image), expected)
+    assert (expected != image).any(-1).mean() > 0.1  # the shapes cover a good part
+
+
+def test_redrawing_on_a_returned_drawing_and_after_more_shapes():
+    vis = build_face_visualizer(None, META)
+    image = np.random.default_rng(3).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    vis.set_image(image)
+    vis.draw_bboxes(np.array([[10., 10., 60., 70.]]), edge_colors=[(0, 255, 0)], alpha=0.8)
+    first = vis.get_image()
+    first[0, 0] = 7  # the caller's copy: the visualizer's render is not changed
+    assert not np.array_equal(vis.get_image()[0, 0], [7, 7, 7])
+    first = vis.get_image()
+    # drawing on the drawing it returned == drawing on a fresh canvas with those pixels
+    vis.set_image(first)
+    vis.draw_circles(np.array([[80., 60.]]), np.array([6.]), face_colors=[(255, 0, 255)],
+                     edge_colors=[(255, 0, 255)], alpha=0.6)
+    fresh = build_face_visualizer(None, META)
+    fresh.set_image(first)
+    fresh.draw_circles(np.array([[80., 60.]]), np.array([6.]), face_colors=[(255, 0, 255)],
+                       edge_colors=[(255, 0, 255)], alpha=0.6)
+    second = vis.get_image()
+    assert np.array_equal(second, fresh.get_image())
+    assert not np.array_equal(second, first)  # the new circle is rendered
+    # a new image replaces everything drawn before
+    vis.set_image(image)
+    assert np.array_equal(vis.get_image(), image)
+    with pytest.raises(ValueError, match=r'RGB image of shape \(H, W, 3\)'):
+        vis.set_image(image[..., 0])
+
+
+def test_a_landmark_at_the_border_does_not_rescale_the_picture():
+    # mmengine's axes image autoscales to shapes outside it: the whole picture shrank
+    vis = build_face_visualizer(dict(type='FaceLocalVisualizer', keypoint_radius=4), META)
+    image = np.random.default_rng(5).integers(0, 256, (200, 300, 3), dtype=np.uint8)
+    points = [[[1, 100], [40, 95], [25, 110], [10, 130], [35, 128]]]
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', UserWarning)  # mmengine: "circle is out of bounds"
+        drawn = draw(vis, faces(points, boxes=[[0, 70, 60, 150]]), image)
+    assert np.array_equal(colour_at(drawn, (1, 100)), KEYPOINT_COLORS[0])
+    assert np.array_equal(drawn[:, 80:], image[:, 80:])  # far from the face: untouched

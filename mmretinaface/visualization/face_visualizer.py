@@ -1,13 +1,14 @@
 """mmdet's DetLocalVisualizer plus facial landmarks, one colour per point.
 
-Drawing is one matplotlib render per image: rendering the canvas (the image
-layer above all) is what drawing costs, and mmdet's ``add_datasample`` would
-render three times here (boxes, landmarks, then again after it re-sets the
-drawn image).
+Drawing cost is matplotlib's: mmengine shows the image as an axes image, so
+every render resamples all its pixels, and mmdet's ``add_datasample`` renders
+about three times per image. Here the pixels are written straight into the
+canvas under the drawn shapes, and a render is reused while nothing changed.
 """
 import itertools
 from typing import List, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 from mmdet.registry import VISUALIZERS
 from mmdet.visualization import DetLocalVisualizer
@@ -20,7 +21,6 @@ from ..utils.misc import to_numpy
 KEYPOINT_COLORS: Tuple[Tuple[int, int, int], ...] = (
     (255, 0, 0), (0, 255, 255), (255, 0, 255), (0, 255, 0), (0, 0, 255))
 
-
 #: matplotlib zorder of the landmarks: over boxes (collections, 1) and score labels (texts, 3).
 LANDMARK_ZORDER = 4
 
@@ -32,12 +32,15 @@ def keypoint_colors(num_keypoints: int) -> List[Tuple[int, int, int]]:
 
 @VISUALIZERS.register_module()
 class FaceLocalVisualizer(DetLocalVisualizer):
-    """Draws boxes, scores and landmarks (``instances.keypoints``) in one render.
+    """Draws boxes, scores and landmarks (``instances.keypoints``).
 
-    The landmarks join mmdet's boxes and scores on the canvas before mmdet's
-    ``_draw_instances`` renders it, and a render is reused while the figure is
-    unchanged (``add_datasample`` sets the drawing it just got as the image
-    again; the canvas already shows it).
+    The same pixels as mmengine's canvas, drawn faster: the image is copied
+    into the canvas under the shapes rather than shown as an axes image
+    (rendering that resamples every pixel), and :meth:`get_image` renders only
+    when something was drawn since its last render, so setting the drawing it
+    returned as the image (``add_datasample`` does) costs nothing. The axes keep
+    the image's extent: a shape partly outside the image (a landmark at the
+    border) no longer makes matplotlib shrink and resample the whole picture.
 
     Args:
         keypoint_radius: circle radius in pixels; ``None`` scales it with the
@@ -50,42 +53,61 @@ class FaceLocalVisualizer(DetLocalVisualizer):
     def __init__(self, name: str = 'visualizer', *, keypoint_radius: Optional[int] = None,
                  keypoint_colors: Optional[Sequence[Sequence[int]]] = None,
                  min_keypoint_visibility: float = 0.5, **kwargs) -> None:
-        self._rendered: Optional[np.ndarray] = None  # last render, valid while not stale
-        self._queued: Optional[InstanceData] = None  # faces whose landmarks await the render
+        self._rendered: Optional[np.ndarray] = None  # the last render, valid while not stale
+        self._background: Optional[np.ndarray] = None  # the image as the canvas's RGBA
         super().__init__(name=name, **kwargs)
+        self.fig_save.patch.set_visible(False)  # the image is the background
         self.keypoint_radius = keypoint_radius
         self.keypoint_colors = keypoint_colors
         self.min_keypoint_visibility = min_keypoint_visibility
 
     def set_image(self, image: np.ndarray) -> None:
-        """mmengine's, except that the canvas stays when it shows these pixels already."""
+        """Start a drawing on ``image`` (RGB). Setting the drawing :meth:`get_image` just
+        returned keeps the canvas (its shapes over the same pixels): nothing to render."""
+        assert image is not None
         if (self._rendered is not None and not self.fig_save.stale
                 and np.array_equal(image, self._rendered)):
-            self._image = self._rendered.copy()
             return
-        super().set_image(image)
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f'expected an RGB image of shape (H, W, 3), got {image.shape}')
+        self._image = np.array(image, dtype=np.uint8, order='C')  # a copy, as mmengine's
+        self._background = cv2.cvtColor(self._image, cv2.COLOR_RGB2RGBA)
+        self.width, self.height = image.shape[1], image.shape[0]
+        self._default_font_size = max(np.sqrt(self.height * self.width) // 90, 10)
+        # as mmengine: 1e-2 against matplotlib's truncation of the canvas size
+        self.fig_save.set_size_inches((self.width + 1e-2) / self.dpi,
+                                      (self.height + 1e-2) / self.dpi)
+        ax = self.ax_save
+        for artist in [*ax.collections, *ax.patches, *ax.texts, *ax.lines, *ax.images]:
+            artist.remove()
+        ax.axis(False)
+        ax.set_aspect('equal')  # and the limits imshow(extent=(0, w, h, 0)) would set
+        ax.set_xlim(0, self.width)
+        ax.set_ylim(self.height, 0)
 
     @master_only
     def get_image(self) -> np.ndarray:
-        """The drawn RGB image: queued landmarks are drawn, then the canvas is rendered
-        unless it has not changed since the last render."""
-        if self._queued is not None:
-            queued, self._queued = self._queued, None
-            self._draw_keypoints(queued)
+        """The drawn image (RGB): the image's pixels with the shapes rendered over them."""
+        assert self._image is not None, 'Please set image using `set_image`'
         if self._rendered is None or self.fig_save.stale:
-            self._rendered = super().get_image()
+            canvas = self.fig_save_canvas
+            renderer = canvas.get_renderer()
+            pixels = np.asarray(canvas.buffer_rgba())
+            pixels[...] = self._background
+            self.fig_save.draw(renderer)
+            self._rendered = cv2.cvtColor(pixels, cv2.COLOR_RGBA2RGB)
         return self._rendered.copy()
 
     def _draw_instances(self, image: np.ndarray, instances: InstanceData,
                         classes: Optional[List[str]], palette: Optional[List[tuple]]
                         ) -> np.ndarray:
-        """mmdet's boxes and scores; its closing ``get_image`` adds the landmarks."""
-        if 'keypoints' in instances and len(instances) > 0:
-            self._queued = instances
-        try:
-            return super()._draw_instances(image, instances, classes, palette)
-        finally:
-            self._queued = None
+        """mmdet's boxes and scores, then the landmarks on the same canvas."""
+        drawn = super()._draw_instances(image, instances, classes, palette)
+        if 'keypoints' not in instances or len(instances) == 0:
+            return drawn
+        self.set_image(drawn)  # the canvas shows it already: drawn on, not re-rendered
+        self._draw_keypoints(instances)
+        return self.get_image()
 
     def _draw_keypoints(self, instances: InstanceData) -> None:
         """All visible landmarks as one collection of filled circles."""
