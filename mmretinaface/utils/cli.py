@@ -106,10 +106,10 @@ def check_data_paths(cfg: Config, loaders: Iterable[str], tool: str) -> None:
     overrides = ' '.join(f'{name}.dataset.data_root=DIR/' for name in loaders)
     raise SystemExit(
         f'{tool}: data not found:\n  ' + '\n  '.join(problems) +
-        f'\nPut WIDER FACE under data/widerface/ in the layout of {DATA_DOC} (the configs '
-        f'read it from there), or point the config at your own data, e.g. --cfg-options '
-        f'{overrides}. Without any data set, docs/training.md "Quick start without WIDER '
-        'FACE" trains on drawn faces.')
+        f'\nPut the data there (the WIDER FACE layout and the label formats: {DATA_DOC}; '
+        'your own faces: docs/training.md, "Fine-tune on your own faces"), or point the '
+        f'config at it: --cfg-options {overrides}. Without any data set, docs/training.md '
+        '"Quick start without WIDER FACE" trains on drawn faces.')
 
 
 def check_checkpoint_path(path: Optional[str], what: str = 'checkpoint') -> None:
