@@ -27,10 +27,11 @@ import argparse
 import glob
 import json
 import os
-import re
 import sys
 from pathlib import Path
 from typing import List, Optional, Set, Tuple
+
+from mmretinaface import argtypes
 
 IMAGE_EXTS = {'.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.pgm', '.ppm'}
 
@@ -69,26 +70,6 @@ def expand_inputs(inputs: List[str]) -> Tuple[List[str], List[Tuple[str, str]]]:
     return paths, problems
 
 
-def _device(value: str) -> str:
-    if not re.fullmatch(r'cpu|cuda(:\d+)?', value):
-        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got '{value}'")
-    return value
-
-
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f'expected an integer >= 1, got {value}')
-    return number
-
-
-def _non_negative_int(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f'expected an integer >= 0, got {value}')
-    return number
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -101,14 +82,15 @@ def parse_args(argv=None):
     parser.add_argument('--score-thr', type=float, default=0.5,
                         help='keep (write, draw, align) faces scoring at least this '
                         '(default 0.5)')
-    parser.add_argument('--device', type=_device, default='cpu', help='cpu, cuda or cuda:N')
+    parser.add_argument('--device', type=argtypes.device, default='cpu',
+                        help='cpu, cuda or cuda:N')
     parser.add_argument('--no-fuse', action='store_true',
                         help='run the model as loaded (by default it is optimized for '
                         'inference: BatchNorm folded into the convolutions, activations fused; '
                         'the same faces to float rounding, faster on CPU)')
-    parser.add_argument('--batch-size', type=_positive_int, default=1,
+    parser.add_argument('--batch-size', type=argtypes.int_at_least(1), default=1,
                         help='images per forward pass (default 1)')
-    parser.add_argument('--max-size', type=_non_negative_int,
+    parser.add_argument('--max-size', type=argtypes.int_at_least(0),
                         help='images whose longer side exceeds this many pixels are '
                         'downscaled for the network (results are mapped back to original '
                         "pixels) to bound time and memory; 0 = no limit (default: the "
@@ -121,7 +103,7 @@ def parse_args(argv=None):
                         help='also write OUT_DIR/aligned/STEM_I.jpg, 112x112 crops aligned '
                         'on the ArcFace 5-point template (I = index in the JSON; 5-point '
                         'models only)')
-    parser.add_argument('--vis-max-size', type=_non_negative_int, default=2048,
+    parser.add_argument('--vis-max-size', type=argtypes.int_at_least(0), default=2048,
                         help='drawn images are downscaled so that their longer side is at '
                         'most this (drawing is slow and memory-hungry on huge images; JSON '
                         'and aligned crops stay in original pixels); 0 = original size '

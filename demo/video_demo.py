@@ -46,6 +46,8 @@ from typing import IO, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
+from mmretinaface import argtypes
+
 #: Output container -> default codec (all in opencv-python's bundled FFmpeg, offline).
 FOURCC_BY_EXT = {'.mp4': 'mp4v', '.m4v': 'mp4v', '.mov': 'mp4v', '.avi': 'MJPG', '.mkv': 'FFV1'}
 #: Frame rate written when the input reports none (cameras, some streams).
@@ -331,17 +333,6 @@ class StopRequests:
 
 
 # --------------------------------------------------------------------------- CLI
-def _int_at_least(minimum: int):
-    """An argparse type: an integer >= ``minimum``."""
-    def parse(value: str) -> int:
-        number = int(value)
-        if number < minimum:
-            raise argparse.ArgumentTypeError(f'expected an integer >= {minimum}, got {value}')
-        return number
-    parse.__name__ = 'int'  # argparse names the type in its messages
-    return parse
-
-
 def _margin(value: str) -> float:
     number = float(value)
     if not 0 <= number <= 2:
@@ -366,12 +357,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--score-thr', type=float, default=0.5,
                         help='faces scoring at least this are written, drawn or blurred '
                         '(default 0.5; lower it, e.g. 0.3, to anonymise more eagerly)')
-    parser.add_argument('--batch-size', type=_int_at_least(1), default=4,
+    parser.add_argument('--batch-size', type=argtypes.int_at_least(1), default=4,
                         help='frames per forward pass (default 4)')
     parser.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N')
-    parser.add_argument('--max-frames', type=_int_at_least(1),
+    parser.add_argument('--max-frames', type=argtypes.int_at_least(1),
                         help='stop after this many frames')
-    parser.add_argument('--max-size', type=_int_at_least(0),
+    parser.add_argument('--max-size', type=argtypes.int_at_least(0),
                         help='frames whose longer side exceeds this many pixels are '
                         'downscaled for the network (results in original pixels); 0 = no '
                         "limit (default: the config's LimitSize, 4096)")
