@@ -14,7 +14,8 @@ from mmretinaface.models.pyramid import (
     FacePyramidTTAModel,
     face_sizes,
     fragment_mask,
-    halve_batch,
+    halve_data,
+    halve_image,
     level_size_ranges,
     merge_pyramid_levels,
     pyramid_scales,
@@ -48,13 +49,14 @@ def test_face_size_is_the_geometric_mean_side():
 
 
 def test_levels_are_added_until_a_face_as_large_as_the_image_fits():
-    assert pyramid_scales(320, 400) == [1.0]
-    assert pyramid_scales(400, 400) == [1.0]
-    assert pyramid_scales(480, 400) == [1.0, 0.5]
-    assert pyramid_scales(800, 400) == [1.0, 0.5]
-    assert pyramid_scales(801, 400) == [1.0, 0.5, 0.25]
-    assert pyramid_scales(2731, 400) == [1.0, 0.5, 0.25, 0.125]  # 4096x2731
-    with pytest.raises(ValueError, match='max_face_size'):
+    assert pyramid_scales(480) == [1.0]  # 640x480
+    assert pyramid_scales(512) == [1.0]
+    assert pyramid_scales(720) == [1.0, 0.5]  # 1280x720
+    assert pyramid_scales(1024) == [1.0, 0.5]
+    assert pyramid_scales(1025) == [1.0, 0.5, 0.25]
+    assert pyramid_scales(2731) == [1.0, 0.5, 0.25, 0.125]  # 4096x2731
+    assert pyramid_scales(720, 300) == [1.0, 0.5, 0.25]
+    with pytest.raises(ValueError, match='coarsest_side'):
         pyramid_scales(480, 0)
 
 
@@ -112,13 +114,19 @@ def test_merge_keeps_each_level_sizes_then_nms_and_fragments():
 
 
 def test_halving_averages_2x2_blocks_and_halves_the_scale():
-    inputs = torch.arange(15.0).reshape(1, 1, 3, 5)  # odd sides: the last block is partial
+    image = torch.tensor([[[0, 2, 4, 6, 8], [2, 4, 6, 8, 10], [90, 90, 90, 90, 90]],
+                          [[10, 10, 20, 20, 99], [10, 10, 20, 20, 99], [99] * 5]],
+                         dtype=torch.uint8)  # 2 channels, 3x5: the last row / column drop
+    half = halve_image(image)
+    assert half.dtype == torch.uint8
+    torch.testing.assert_close(half, torch.tensor([[[2, 6]], [[10, 20]]], dtype=torch.uint8))
     sample = DetDataSample(metainfo=dict(img_shape=(3, 5), scale_factor=(2.0, 4.0),
                                          pyramid_scale=1.0))
-    small, (half, ) = halve_batch(inputs, [sample])
-    torch.testing.assert_close(small, torch.tensor([[[[3.0, 5.0, 6.5], [10.5, 12.5, 14.0]]]]))
-    assert half.img_shape == (2, 3) and half.batch_input_shape == (2, 3)
-    assert half.scale_factor == (1.0, 2.0) and half.pyramid_scale == 0.5
+    data = halve_data(dict(inputs=[image], data_samples=[sample]))
+    (small, ), (meta, ) = data['inputs'], data['data_samples']
+    torch.testing.assert_close(small, half)
+    assert meta.img_shape == (1, 2) and meta.scale_factor == (1.0, 2.0)
+    assert meta.pyramid_scale == 0.5
     assert sample.scale_factor == (2.0, 4.0)  # the finer level's sample is untouched
 
 
@@ -139,25 +147,20 @@ def test_registered_and_one_level_is_the_detector_itself(mobilenet_detector, inf
     built = MODELS.build(dict(type='FacePyramidTTAModel', module=mobilenet_detector))
     assert isinstance(built, FacePyramidTTAModel) and built.module is mobilenet_detector
     single, pyramid = inferencers
-    image = cv2.resize(cv2.imread(bundled_photo('astronaut')), (400, 400))  # no second level
+    image = cv2.resize(cv2.imread(bundled_photo('astronaut')), (640, 480))  # one level
     alone, merged = detect(single, image), detect(pyramid, image)
     assert len(alone) > 1
     for key in ('bboxes', 'scores', 'labels', 'keypoints'):
         torch.testing.assert_close(merged[key], alone[key], rtol=0, atol=0)
 
 
-def close_up(single: FaceInferencer, face: float = 1000, size=(1500, 1800)) -> np.ndarray:
-    """Grace Hopper's photo cropped around her face and upscaled: face ~``face`` px in a
-    ``size`` (w, h) portrait."""
-    photo = cv2.imread(bundled_photo('grace_hopper'))  # 512x600, face ~200 px
-    found = detect(single, photo)
-    x1, y1, x2, y2 = found.bboxes[int(found.scores.argmax())].tolist()
-    scale = face / math.sqrt((x2 - x1) * (y2 - y1))
-    width, height = size[0] / scale, size[1] / scale
-    left, top = round((x1 + x2 - width) / 2), round((y1 + y2 - height) / 2)
-    assert left >= 0 and top >= 0 and left + width <= 512 and top + height <= 600
-    crop = photo[top:top + round(height), left:left + round(width)]
-    return cv2.resize(crop, size, interpolation=cv2.INTER_LINEAR)
+def close_up(single: FaceInferencer) -> np.ndarray:
+    """Grace Hopper's photo (512x600, face ~200 px) cropped around her face and upscaled:
+    a 1500x1800 portrait with a ~1000 px face (the benchmark's builder)."""
+    from tools.benchmarks.cases.pyramid import zoomed_portrait
+    image, _ = zoomed_portrait(single, 'grace_hopper', 1000, (1500, 1800))
+    assert image.shape == (1800, 1500, 3)
+    return image
 
 
 def test_close_up_portrait_gives_its_one_face(inferencers):
@@ -202,7 +205,7 @@ def small_faces_mosaic() -> np.ndarray:
 def test_small_faces_are_the_single_scale_ones(inferencers):
     single, pyramid = inferencers
     image = small_faces_mosaic()
-    assert pyramid_scales(min(image.shape[:2]), 400) == [1.0, 0.5]  # a second level runs
+    assert pyramid_scales(min(image.shape[:2])) == [1.0, 0.5]  # a second level runs
     alone, merged = detect(single, image), detect(pyramid, image)
     alone, merged = alone[alone.scores >= 0.3], merged[merged.scores >= 0.3]
     assert len(alone) >= 8
@@ -260,3 +263,23 @@ def test_image_demo_pyramid_option(inferencers, converted_checkpoint, tmp_path):
                  '--weights', converted_checkpoint]) == 0
     record = json.loads((out / 'preds' / 'close_up.json').read_text())
     assert len(record['bboxes']) == len(record['keypoints']) == 1  # scores >= 0.5
+
+
+def test_benchmark_case_report_comes_from_the_numbers():
+    from tools.benchmarks.cases.pyramid import RATIO_MAX, PyramidCase
+    case = PyramidCase()
+    timing = dict(size='1280x720', levels=2, n=3, ms=dict(single=100.0, pyramid=150.0),
+                  cpu_ms=dict(single=80.0, pyramid=100.0))
+    result = dict(rows=[dict(image='1280x720', result=timing)], faces={'close-up': {
+        'single': dict(found=0, faces=1, false_scores=[0.6, 0.9]),
+        'pyramid': dict(found=1, faces=1, false_scores=[])}})
+    (target, ) = case.targets(result)
+    assert target.value == 1.25 and target.limit == RATIO_MAX and target.verdict == 'PASS'
+    assert case.findings(result) == [
+        '- Pyramid, close-up: single: 0/1 true faces, 2 other detections >= 0.5 (0.60-0.90); '
+        'pyramid: 1/1 true faces, 0 other detections >= 0.5.']
+    table = '\n'.join(case.render(result))
+    assert '| 1280x720 | 1280x720 | 2 | CPU | 80.0 | 100 | 1.25x | 3 |' in table
+    assert '| 1280x720 | 1280x720 | 2 | wall | 100 | 150 | 1.50x | 3 |' in table
+    timing['cpu_ms']['pyramid'] = 120.0
+    assert case.targets(result)[0].verdict == 'MISS'
