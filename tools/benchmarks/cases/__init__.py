@@ -9,11 +9,12 @@ from .inference import InferenceCase, ResNet50Case
 from .int8 import Int8Case
 from .loss import LossCase
 from .profile import ProfileCase
+from .pyramid import PyramidCase
 from .scaling import PriorsCase, ScalingCase
 from .training import TrainingCase
 from .video import VideoCase
 
 CASES = (InferenceCase(), ResNet50Case(), TrainingCase(), LossCase(), ScalingCase(),
-         PriorsCase(), VideoCase(), Int8Case(), ProfileCase())
+         PriorsCase(), VideoCase(), Int8Case(), PyramidCase(), ProfileCase())
 
 __all__ = ['CASES', 'Case', 'Context']
