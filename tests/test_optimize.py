@@ -147,3 +147,20 @@ def test_inference_only_but_copyable(plain, optimized, photos):
     clone.train()
     with pytest.raises(RuntimeError, match='optimized for inference'):
         raw_outputs(clone, inputs)
+
+
+@torch.no_grad()
+def test_preprocessor_same_values_channels_last(plain, optimized, photos):
+    mode, model = optimized
+    for sizes in SIZES:
+        data = make_batch(photos, sizes)
+        expected = plain.data_preprocessor(copy.deepcopy(data), False)
+        result = model.data_preprocessor(data, False)
+        assert torch.equal(result['inputs'], expected['inputs'])  # bit-identical values
+        if mode != 'fold':
+            assert result['inputs'].is_contiguous(memory_format=torch.channels_last)
+        for res, exp in zip(result['data_samples'], expected['data_samples']):
+            assert res.metainfo == exp.metainfo
+    # training batches take DetDataPreprocessor's own path (NCHW)
+    data = make_batch(photos, [(64, 48)])
+    assert model.data_preprocessor(data, True)['inputs'].is_contiguous()

@@ -26,20 +26,26 @@ docs/benchmarks.md). The result is for inference only: training it raises,
 and its state dict has the folded weights (save checkpoints from an
 unoptimized model).
 """
-from typing import List, Optional, Tuple
+import weakref
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+from mmcv.cnn import ConvModule, fuse_conv_bn
+from mmdet.models.data_preprocessors import DetDataPreprocessor
+from mmdet.models.utils.misc import samplelist_boxtype2tensor
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..models.dense_heads.retinaface_head import RetinaFaceHead
+from ..models.necks.ssh import SSHBlock
 
 #: Optimization levels accepted by :func:`optimize_for_inference`.
 MODES = ('auto', 'onednn', 'fold', 'none')
 
 
-def _onednn_available() -> bool:
-    return (torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, '_convolution_pointwise'))
+_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn,
+                                                             '_convolution_pointwise')
 
 
 def _fold_batch_norm(weight: Tensor, bias: Optional[Tensor],
@@ -96,7 +102,10 @@ class FusedConv2d(nn.Module):
         self.dilation = tuple(conv.dilation)
         self.groups = conv.groups
         self.attr, self.scalars, self.post = _post_op(act)
-        self._packed: Optional[Tuple[Tensor, int, int]] = None
+        # the oneDNN call's arguments, made once (this layer runs ~50 times per image)
+        self._args = (list(self.padding), list(self.stride), list(self.dilation), self.groups,
+                      self.attr, self.scalars, '')
+        self._packed: Optional[tuple] = None  # (oneDNN weight, version, data_ptr)
 
     def extra_repr(self) -> str:
         out_c, in_c, kh, kw = self.weight.shape
@@ -109,39 +118,153 @@ class FusedConv2d(nn.Module):
         state['_packed'] = None  # an opaque oneDNN tensor can be neither copied nor pickled
         return state
 
-    def _onednn_weight(self) -> Tensor:
-        """The weight in oneDNN's layout, reordered again only when ``weight`` changed."""
-        key = (id(self.weight), self.weight._version)
-        if self._packed is None or self._packed[1:] != key:
-            packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
-                self.weight.detach().to_mkldnn(), list(self.padding), list(self.stride),
-                list(self.dilation), self.groups)
-            self._packed = (packed, *key)
-        return self._packed[0]
+    def _pack(self, weight: Tensor, x: Tensor) -> tuple:
+        """The weight in the layout oneDNN picks for a convolution on ``x``.
+
+        Made at the first call (again only when ``weight`` changes): without
+        an input-shape hint oneDNN picks a layout that differs from its
+        kernels' for some 1x1 convolutions and reorders the weight on every
+        call. The layout does not depend on the spatial size, and inputs of
+        any other shape still run correctly.
+        """
+        packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
+            weight.detach().to_mkldnn(), self._args[0], self._args[1], self._args[2],
+            self.groups, list(x.shape))
+        self._packed = (packed, weight._version, weight.data_ptr())
+        return self._packed
 
     def forward(self, x: Tensor) -> Tensor:
         if self.training:
             raise RuntimeError('this model was optimized for inference (BatchNorm folded); '
                                'build a new one to train')
-        if (x.device.type == 'cpu' and x.dtype == torch.float32
-                and self.weight.dtype == torch.float32 and _onednn_available()):
-            x = torch.ops.mkldnn._convolution_pointwise(
-                x, self._onednn_weight(), self.bias, list(self.padding), list(self.stride),
-                list(self.dilation), self.groups, self.attr, self.scalars, '')
+        weight = self.weight
+        if _ONEDNN and x.is_cpu and x.dtype is torch.float32 and weight.dtype is torch.float32:
+            packed = self._packed
+            if packed is None or packed[1] != weight._version \
+                    or packed[2] != weight.data_ptr():
+                packed = self._pack(weight, x)
+            x = torch.ops.mkldnn._convolution_pointwise.default(
+                x, packed[0], self.bias, *self._args)
         else:
-            x = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                         self.groups)
-            if self.attr == 'relu':
-                x = F.relu(x, inplace=True)
-            elif self.attr == 'leaky_relu':
-                x = F.leaky_relu(x, self.scalars[0], inplace=True)
+            x = self._activate(F.conv2d(x, weight, self.bias, self.stride, self.padding,
+                                        self.dilation, self.groups))
         return self.post(x) if self.post is not None else x
+
+    def _activate(self, x: Tensor) -> Tensor:
+        if self.attr == 'relu':
+            return F.relu(x, inplace=True)
+        if self.attr == 'leaky_relu':
+            return F.leaky_relu(x, self.scalars[0], inplace=True)
+        return x
+
+
+class SharedConv(nn.Module):
+    """A :class:`FusedConv2d` whose output channels several :class:`ChannelGroup` s read.
+
+    The convolution runs once per input tensor; its result is kept until
+    every group has read it (or another input arrives), so the groups cost
+    one call instead of one each.
+    """
+
+    def __init__(self, conv: FusedConv2d, num_groups: int) -> None:
+        super().__init__()
+        self.conv = conv
+        self.num_groups = num_groups
+        self._last: Optional[list] = None  # [weakref to input, its version, output, reads]
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state['_last'] = None
+        return state
+
+    def read(self, x: Tensor) -> Tensor:
+        last = self._last
+        if last is not None and last[0]() is x and last[1] == x._version:
+            last[3] += 1
+            if last[3] >= self.num_groups:
+                self._last = None
+            return last[2]
+        out = self.conv(x)
+        self._last = [weakref.ref(x), x._version, out, 1] if self.num_groups > 1 else None
+        return out
+
+
+class ChannelGroup(nn.Module):
+    """Output channels ``[start, stop)`` of a :class:`SharedConv` (one of its merged layers)."""
+
+    def __init__(self, shared: SharedConv, start: int, stop: int) -> None:
+        super().__init__()
+        self.shared = shared
+        self.start, self.stop = start, stop
+
+    def extra_repr(self) -> str:
+        return f'channels [{self.start}, {self.stop})'
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.shared.read(x)[:, self.start:self.stop]
+
+
+def _channels_last_batch(pre: nn.Module, inputs: Sequence[Tensor]) -> Tensor:
+    """``ImgDataPreprocessor``'s normalised, padded batch, written channels-last in one pass.
+
+    The same float operations as mmengine's (``(x.float() - mean) / std``,
+    then padding with ``pad_value``), so the values are bit-identical; only
+    the memory layout differs (what oneDNN's first convolution reads).
+    """
+    divisor = pre.pad_size_divisor
+    height = -(-max(t.shape[1] for t in inputs) // divisor) * divisor
+    width = -(-max(t.shape[2] for t in inputs) // divisor) * divisor
+    batch = torch.empty((len(inputs), height, width, inputs[0].shape[0]))
+    for image, out in zip(inputs, batch):
+        if pre._channel_conversion:
+            image = image[[2, 1, 0], ...]
+        h, w = image.shape[1:]
+        region = out[:h, :w]
+        if pre._enable_normalize:
+            torch.sub(image.permute(1, 2, 0), pre.mean.view(-1), out=region)
+            if not bool((pre.std == 1).all()):
+                region.div_(pre.std.view(-1))
+        else:
+            region.copy_(image.permute(1, 2, 0))
+        out[h:].fill_(pre.pad_value)
+        out[:h, w:].fill_(pre.pad_value)
+    return batch.permute(0, 3, 1, 2)
+
+
+class ChannelsLastDetDataPreprocessor(DetDataPreprocessor):
+    """``DetDataPreprocessor`` whose inference batches come out channels-last.
+
+    At test time a batch of uint8 CPU images is normalised, padded and
+    stacked in one pass per image, straight into the layout of the oneDNN
+    convolutions (mmengine makes five passes and an NCHW batch that the first
+    convolution would reorder). Values and metainfo are the same; training
+    batches and other inputs take ``DetDataPreprocessor``'s path.
+    :func:`optimize_for_inference` sets it as the class of the model's
+    ``DetDataPreprocessor`` (no state is added).
+    """
+
+    def forward(self, data: dict, training: bool = False) -> dict:
+        inputs = data.get('inputs') if isinstance(data, dict) else None
+        if training or not isinstance(inputs, (list, tuple)) or not inputs or any(
+                not isinstance(t, Tensor) or t.dtype != torch.uint8 or t.dim() != 3
+                or not t.is_cpu for t in inputs) or len({t.shape[0] for t in inputs}) != 1 \
+                or self.mean.device.type != 'cpu':
+            return super().forward(data, training)
+        pad_shapes = self._get_pad_shape(data)
+        batch = _channels_last_batch(self, inputs)
+        samples = data.get('data_samples')
+        if samples is not None:
+            for sample, pad_shape in zip(samples, pad_shapes):
+                sample.set_metainfo({'batch_input_shape': tuple(batch.shape[-2:]),
+                                     'pad_shape': pad_shape})
+            if self.boxtype2tensor:
+                samplelist_boxtype2tensor(samples)
+        return {'inputs': batch, 'data_samples': samples}
 
 
 def _conv_module_parts(module: nn.Module
                        ) -> Optional[Tuple[nn.Conv2d, Optional[_BatchNorm], Optional[nn.Module]]]:
     """(conv, bn, act) of an mmcv ``ConvModule`` that :class:`FusedConv2d` can replace."""
-    from mmcv.cnn import ConvModule
     if not isinstance(module, ConvModule) or module.order != ('conv', 'norm', 'act'):
         return None
     if module.with_explicit_padding or type(module.conv) is not nn.Conv2d:
@@ -156,7 +279,6 @@ def _conv_module_parts(module: nn.Module
 
 def _fuse_ssh_output_act(model: nn.Module) -> None:
     """Move each SSH block's post-concatenation activation into its branch convs."""
-    from ..models.necks.ssh import SSHBlock
     for block in model.modules():
         if not isinstance(block, SSHBlock) or _post_op(block.out_act)[2] is not None:
             continue
@@ -167,6 +289,44 @@ def _fuse_ssh_output_act(model: nn.Module) -> None:
         for name, (conv, bn, _) in zip(('conv3x3', 'conv5x5_2', 'conv7x7_3'), parts):
             setattr(block, name, FusedConv2d(conv, bn, block.out_act))
         block.out_act = nn.Identity()
+
+
+def _merge_parallel_convs(convs: Sequence[nn.Module]) -> Optional[List[ChannelGroup]]:
+    """Plain 1x1-or-larger convolutions of one input as channel groups of one convolution."""
+    if not convs or any(type(c) is not nn.Conv2d or c.padding_mode != 'zeros'
+                        or isinstance(c.padding, str) for c in convs):
+        return None
+    first = convs[0]
+    attrs = ('in_channels', 'kernel_size', 'stride', 'padding', 'dilation', 'groups')
+    if first.groups != 1 or any(getattr(c, a) != getattr(first, a) for c in convs for a in attrs):
+        return None
+    merged = nn.Conv2d(first.in_channels, sum(c.out_channels for c in convs), first.kernel_size,
+                       first.stride, first.padding, first.dilation)
+    merged.weight.copy_(torch.cat([c.weight for c in convs]))
+    merged.bias.copy_(torch.cat([c.bias if c.bias is not None else c.weight.new_zeros(
+        c.out_channels) for c in convs]))
+    shared = SharedConv(FusedConv2d(merged), len(convs))
+    bounds = torch.tensor([0] + [c.out_channels for c in convs]).cumsum(0).tolist()
+    return [ChannelGroup(shared, a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _merge_head_convs(model: nn.Module) -> None:
+    """One convolution per level for the head's class, box and landmark 1x1 layers.
+
+    ``RetinaFaceHead.forward`` feeds each level's features to the three
+    layers in turn; merged, each level costs one oneDNN call instead of three
+    (the same dot products: outputs are bit-identical).
+    """
+    for head in model.modules():
+        if not isinstance(head, RetinaFaceHead):
+            continue
+        branches = (head.cls_convs, head.reg_convs, head.kpt_convs)
+        for level, convs in enumerate(zip(*branches)):
+            groups = _merge_parallel_convs(convs)
+            if groups is None:
+                continue
+            for branch, group in zip(branches, groups):
+                branch[level] = group
 
 
 def _replace_convs(module: nn.Module, conv_modules: bool) -> None:
@@ -209,13 +369,15 @@ def optimize_for_inference(model: nn.Module, mode: str = 'auto') -> nn.Module:
     if mode == 'auto':
         param = next(model.parameters(), None)
         on_cpu = param is None or param.device.type == 'cpu'
-        mode = 'onednn' if on_cpu and _onednn_available() else 'fold'
+        mode = 'onednn' if on_cpu and _ONEDNN else 'fold'
     if mode == 'fold':
-        from mmcv.cnn import fuse_conv_bn
         fuse_conv_bn(model)
         return model
-    from mmcv.cnn import fuse_conv_bn
+    if type(getattr(model, 'data_preprocessor', None)) is DetDataPreprocessor:
+        # same values, channels-last batches: the subclass only adds a test-time fast path
+        model.data_preprocessor.__class__ = ChannelsLastDetDataPreprocessor
     _fuse_ssh_output_act(model)
+    _merge_head_convs(model)
     _replace_convs(model, conv_modules=True)
     fuse_conv_bn(model)  # conv + BN pairs outside ConvModules (e.g. in ResNet blocks)
     _replace_convs(model, conv_modules=False)
