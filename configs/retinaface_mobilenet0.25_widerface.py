@@ -1,6 +1,7 @@
 # RetinaFace MobileNet0.25 on WIDER FACE, the reference recipe: 640 px crops, batch 32,
-# SGD 1e-3 for 250 epochs. ImageNet init: set model.backbone.init_cfg to a converted
-# mobilenetV1X0.25_pretrain checkpoint (nothing is downloaded).
+# SGD 1e-3 for 250 epochs. ImageNet init (nothing is downloaded): python tools/convert_weights.py
+# mobilenetV1X0.25_pretrain.tar --out checkpoints/mobilenet0.25_imagenet.pth, then
+# model.backbone.init_cfg=dict(type='Pretrained', checkpoint=that file) (docs/training.md).
 _base_ = [
     './_base_/models/retinaface_mobilenet0.25.py',
     './_base_/datasets/widerface.py',

@@ -1,7 +1,8 @@
 # RetinaFace ResNet50 on WIDER FACE, the reference recipe: 840 px crops, total batch 24
 # (6 per GPU x 4: tools/dist_train.sh configs/retinaface_r50_widerface.py 4), SGD 1e-3 for
-# 100 epochs. ImageNet init: set model.backbone.init_cfg=dict(type='Pretrained',
-# checkpoint='path/to/resnet50.pth') (nothing is downloaded).
+# 100 epochs. The backbone starts from torchvision's ImageNet weights (torchvision://resnet50,
+# downloaded when training starts); offline: --cfg-options model.backbone.init_cfg=None
+# or model.backbone.init_cfg.checkpoint=LOCAL_FILE (docs/training.md).
 _base_ = [
     './_base_/models/retinaface_r50.py',
     './_base_/datasets/widerface.py',
