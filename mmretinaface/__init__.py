@@ -5,7 +5,7 @@ Configs register the components with
 ``custom_imports = dict(imports=['mmretinaface.register'])``; the inference
 API (:class:`~mmretinaface.apis.FaceInferencer`, ...) loads on first use.
 """
-__version__ = '0.1.0'
+__version__ = '0.2.0'
 
 # name -> submodule that defines it, imported on first attribute access
 _LAZY = {

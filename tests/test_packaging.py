@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import mmretinaface
 from mmretinaface.apis import model_zoo
 from mmretinaface.extras import require
 from tests.conftest import ROOT
@@ -191,7 +192,7 @@ print(json.dumps(dict(package=mmretinaface.__file__, config=get_config_path(
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out['package'].startswith(str(target))  # the installed copy, not the checkout
     assert out['config'].startswith(str(target / 'mmretinaface' / '.mim' / 'configs'))
-    assert [p.name for p in cache.iterdir()] == [f'{NAME}-v0.1.0.pth']
+    assert [p.name for p in cache.iterdir()] == [f'{NAME}-v{mmretinaface.__version__}.pth']
     assert list(cwd.iterdir()) == []  # nothing written where it ran
 
     from mmretinaface.apis import FaceInferencer, bundled_photo
