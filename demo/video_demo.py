@@ -30,7 +30,6 @@ Example:
 """
 import argparse
 import contextlib
-import inspect
 import json
 import math
 import os
@@ -421,17 +420,12 @@ def check_show() -> None:
 
 
 def build_inferencer(args: argparse.Namespace):
-    """The image path's FaceInferencer (``pyramid`` once FaceInferencer offers it)."""
+    """The image path's FaceInferencer (``--pyramid``: ``pyramid=True``)."""
     from mmretinaface.apis import FaceInferencer
     kwargs = dict(device=args.device, show_progress=False, optimize=not args.no_fuse)
     if args.max_size is not None:
         kwargs['max_size'] = args.max_size
-    if args.pyramid:
-        if 'pyramid' not in inspect.signature(FaceInferencer.__init__).parameters:
-            raise SetupError('--pyramid is not available yet: FaceInferencer has no pyramid '
-                             'option in this version')
-        kwargs['pyramid'] = True
-    return FaceInferencer(args.config, args.weights, **kwargs)
+    return FaceInferencer(args.config, args.weights, pyramid=args.pyramid, **kwargs)
 
 
 def _print_error(message: str) -> None:

@@ -283,3 +283,24 @@ def test_benchmark_case_report_comes_from_the_numbers():
     assert '| 1280x720 | 1280x720 | 2 | wall | 100 | 150 | 1.50x | 3 |' in table
     timing['cpu_ms']['pyramid'] = 120.0
     assert case.targets(result)[0].verdict == 'MISS'
+
+
+def test_video_demo_pyramid_option(inferencers, converted_checkpoint, tmp_path):
+    """Frames of a close-up: --pyramid writes the one face per frame (single scale: parts)."""
+    import json
+
+    from demo.video_demo import main
+    frame = close_up(inferencers[0])  # 1500x1800
+    source = tmp_path / 'close_up.avi'
+    writer = cv2.VideoWriter(str(source), cv2.VideoWriter_fourcc(*'MJPG'), 5, (1500, 1800))
+    for _ in range(2):
+        writer.write(frame)
+    writer.release()
+    faces = {}
+    for option in ([], ['--pyramid']):
+        out = tmp_path / f'faces{len(option)}.jsonl'
+        assert main([str(source), '--json', str(out), '--weights', converted_checkpoint,
+                     '--batch-size', '2', *option]) == 0
+        faces[bool(option)] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [len(f['bboxes']) for f in faces[True]] == [1, 1]  # scores >= 0.5
+    assert all(len(f['bboxes']) >= 2 for f in faces[False])
