@@ -5,6 +5,7 @@ To add a case: write a module here with a :class:`~.base.Case` subclass
 needed, its measuring functions at module level) and add an instance below.
 """
 from .base import Case, Context
+from .cpu_speed import CpuSpeedCase
 from .inference import InferenceCase, ResNet50Case
 from .int8 import Int8Case
 from .loss import LossCase
@@ -14,7 +15,7 @@ from .scaling import PriorsCase, ScalingCase
 from .training import TrainingCase
 from .video import VideoCase
 
-CASES = (InferenceCase(), ResNet50Case(), TrainingCase(), LossCase(), ScalingCase(),
+CASES = (InferenceCase(), CpuSpeedCase(), ResNet50Case(), TrainingCase(), LossCase(), ScalingCase(),
          PriorsCase(), VideoCase(), Int8Case(), PyramidCase(), ProfileCase())
 
 __all__ = ['CASES', 'Case', 'Context']
