@@ -46,7 +46,8 @@ auto_scale_lr = dict(enable=False, base_batch_size=8)
 # training.md): this keeps the landmarks at full lr, where training every layer lets
 # them drift; keeping the backbone's BatchNorm frozen instead (norm_eval=True) breaks
 # the detector within 32 iterations.
-model = dict(backbone=dict(frozen_stages=1))
+# No ImageNet init: load_from replaces every weight.
+model = dict(backbone=dict(frozen_stages=1, init_cfg=None))
 
 default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', interval=5, max_keep_ckpts=2,

@@ -14,6 +14,8 @@ img_dim = 320  # the crop size: the base train pipeline with this resize
 max_iters = 250
 warmup_iters = 40
 
+model = dict(backbone=dict(init_cfg=None))  # from scratch, on purpose: drawn faces are easy
+
 train_pipeline = [dict(step, img_dim=img_dim) if step.type == 'RandomInterpResize' else step
                   for step in _base_.train_pipeline]
 train_dataloader = dict(

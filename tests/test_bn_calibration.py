@@ -262,7 +262,7 @@ def one_iteration(config: str, data: Path, work_dir: Path, *options: str):
             'val_dataloader.persistent_workers=False', 'val_evaluator.gt_dir=None',
             'train_cfg.max_epochs=1', 'train_cfg.val_interval=10',
             'default_hooks.checkpoint.interval=10', f'experiment_name=e{u}',
-            f'visualizer.name=v{u}', *options]
+            f'visualizer.name=v{u}', 'model.backbone.init_cfg=None', *options]
     runner = build_runner([config, '--work-dir', str(work_dir), '--cfg-options', *opts])
     runner.train_loop._max_iters = 1  # one step is enough to reach the check
     runner.train()

@@ -91,6 +91,7 @@ def test_mmdet_fpn_config_trains_on_drawn_faces():
     few SGD steps from scratch on drawn faces bring every loss term down."""
     from mmdet.models.necks import FPN
     cfg = Config.fromfile(str(CONFIGS / 'retinaface_mobilenet0.25_mmdetfpn_widerface.py'))
+    cfg.model.backbone.init_cfg = None  # from scratch (the recipe reads the ImageNet backbone)
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
     model.init_weights()

@@ -56,7 +56,7 @@ def data_options(data: Path, train_pipeline_resize_index: int = 6) -> list:
             'val_dataloader.batch_size=1', 'test_dataloader.batch_size=1',
             f'experiment_name={_unique("exp")}', f'visualizer.name={_unique("vis")}',
             'default_hooks.logger.interval=1', 'log_processor.window_size=1',
-            'randomness.seed=0']
+            'randomness.seed=0', 'model.backbone.init_cfg=None']  # from scratch on tiny data
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         opts += [f'{loader}.dataset.data_root={root}', f'{loader}.num_workers=0',
                  f'{loader}.persistent_workers=False']
@@ -299,6 +299,12 @@ def test_reference_configs_train_as_is_from_data_widerface(config, tiny_data, tm
     init_file = None
     if 'r50' in config:  # its ImageNet init (torchvision://resnet50) would download
         opts.append('model.backbone.init_cfg=None')
+    if 'mobilenet' in config:  # the converted ImageNet backbone, where the config expects it
+        from mmretinaface.models.backbones import MobileNetV1
+        torch.manual_seed(7)
+        init_file = tmp_path / 'checkpoints' / 'mobilenet0.25_imagenet.pth'
+        init_file.parent.mkdir()
+        torch.save(MobileNetV1(widen_factor=0.25).state_dict(), init_file)
     if 'r18' in config:
         from mmdet.models.backbones import ResNet
         torch.manual_seed(7)
@@ -313,12 +319,15 @@ def test_reference_configs_train_as_is_from_data_widerface(config, tiny_data, tm
     assert runner.iter == 1 and (tmp_path / 'work' / 'epoch_1.pth').is_file()
     loss = runner.message_hub.get_scalar('train/loss').current()
     assert 0 < loss < 1e4
-    if init_file is not None:
+    if init_file is not None:  # training started from the backbone file
         backbone = torch.load(init_file)
-        assert runner.model.backbone.conv1.out_channels == 64
-        assert runner.model.neck[0].lateral_convs[2].conv.in_channels == 512
-        for key in ('conv1.weight', 'layer4.1.conv2.weight', 'layer2.0.bn1.running_var'):
-            assert torch.equal(probe.start['weights'][f'backbone.{key}'], backbone[key])
+        if 'r18' in config:
+            assert runner.model.backbone.conv1.out_channels == 64
+            assert runner.model.neck[0].lateral_convs[2].conv.in_channels == 512
+        keys = [k for k in backbone if k.endswith(('weight', 'running_var'))]
+        assert len(keys) > 20
+        for key in keys:
+            assert torch.equal(probe.start['weights'][f'backbone.{key}'], backbone[key]), key
 
 
 # ---------------------------------------------------------------- tools/test.py
@@ -376,3 +385,24 @@ def test_test_tool_scale_protocols_and_tta(trained_epoch, tiny_data, tmp_path, p
     expected = cfg.test_scale_protocols[protocol]
     assert resize == expected
     assert cfg.model.type == ('FaceTTAModel' if tta else 'SingleStageDetector')
+
+
+def test_missing_imagenet_backbone_stops_with_the_fix(tiny_data, tmp_path, monkeypatch):
+    """The MobileNet recipe starts from the converted ImageNet backbone: without that file,
+    tools/train.py says how to make it (or how to train from scratch) before building anything;
+    URLs (torchvision://) are left to MMEngine."""
+    from tools.train import build_runner
+    (tmp_path / 'data').mkdir()
+    (tmp_path / 'data' / 'widerface').symlink_to(tiny_data, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        build_runner([WIDERFACE_CONFIG, '--work-dir', 'work'])
+    message = str(exc.value)
+    assert 'model.backbone.init_cfg.checkpoint=checkpoints/mobilenet0.25_imagenet.pth' in message
+    assert 'convert_weights.py mobilenetV1X0.25_pretrain.tar' in message
+    assert 'init_cfg=None' in message
+    assert not (tmp_path / 'work').exists()
+    from mmretinaface.utils.cli import check_init_checkpoints
+    from tools.train import build_config, parse_args
+    r50 = build_config(parse_args([str(ROOT / 'configs' / 'retinaface_r50_widerface.py')]))
+    check_init_checkpoints(r50, 'tools/train.py')  # torchvision://resnet50: no stop

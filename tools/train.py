@@ -15,10 +15,9 @@ Backbone initialisation comes from the config: the ResNet-50 recipe downloads
 torchvision's ImageNet weights (torchvision://resnet50); offline, give a local file
 or train from scratch on purpose:
   --cfg-options model.backbone.init_cfg.checkpoint=PATH    (or model.backbone.init_cfg=None)
-MobileNet0.25 from the reference's ImageNet weights (docs/training.md):
-  python tools/convert_weights.py mobilenetV1X0.25_pretrain.tar --out checkpoints/mnet_imagenet.pth
-  --cfg-options model.backbone.init_cfg.type=Pretrained \
-                model.backbone.init_cfg.checkpoint=checkpoints/mnet_imagenet.pth
+MobileNet0.25 starts from the reference's ImageNet weights, converted once (docs/training.md):
+  python tools/convert_weights.py mobilenetV1X0.25_pretrain.tar \
+      --out checkpoints/mobilenet0.25_imagenet.pth
 """
 import argparse
 import sys
@@ -113,7 +112,11 @@ def build_runner(argv: Optional[List[str]] = None):
     from mmengine.runner import Runner
 
     from mmretinaface.utils import allow_runner_checkpoint_globals, setup_cpu_distributed
-    from mmretinaface.utils.cli import check_checkpoint_path, check_data_paths
+    from mmretinaface.utils.cli import (
+        check_checkpoint_path,
+        check_data_paths,
+        check_init_checkpoints,
+    )
 
     setup_cache_size_limit_of_dynamo()
     # resume / load_from read full runner checkpoints with torch.load's weights-only default
@@ -123,6 +126,7 @@ def build_runner(argv: Optional[List[str]] = None):
     check_data_paths(cfg, _loaders(cfg), 'tools/train.py')
     if cfg.get('load_from'):
         check_checkpoint_path(cfg.load_from, 'resume' if cfg.get('resume') else 'load_from')
+    check_init_checkpoints(cfg, 'tools/train.py')
     setup_cpu_distributed(cfg)
     if 'runner_type' in cfg:
         from mmengine.registry import RUNNERS

@@ -7,7 +7,7 @@ Runner.
 import argparse
 import os
 import os.path as osp
-from typing import Iterable, List, Optional, Tuple
+from typing import Any, Iterable, List, Optional, Tuple
 
 from mmengine.config import Config
 
@@ -116,3 +116,40 @@ def check_checkpoint_path(path: Optional[str], what: str = 'checkpoint') -> None
     """Stop with a message when a local checkpoint path does not exist (URLs pass)."""
     if path and '://' not in str(path) and not osp.isfile(path):
         raise SystemExit(f'{what} not found: {path}')
+
+
+def _pretrained_files(cfg: Any, where: str) -> Iterable[Tuple[str, str]]:
+    """``(config key, checkpoint)`` of every ``Pretrained`` init_cfg under ``cfg``."""
+    if isinstance(cfg, dict):
+        init = cfg.get('init_cfg')
+        for item in (init if isinstance(init, (list, tuple)) else [init]):
+            if isinstance(item, dict) and item.get('type') == 'Pretrained' and \
+                    item.get('checkpoint'):
+                yield f'{where}.init_cfg', str(item['checkpoint'])
+        for key, value in cfg.items():
+            if key != 'init_cfg':
+                yield from _pretrained_files(value, f'{where}.{key}')
+    elif isinstance(cfg, (list, tuple)):
+        for i, value in enumerate(cfg):
+            yield from _pretrained_files(value, f'{where}.{i}')
+
+
+def check_init_checkpoints(cfg: Config, tool: str) -> None:
+    """Stop when a local ``Pretrained`` init file (e.g. the ImageNet backbone) is missing.
+
+    MMEngine would only fail when the weights are initialised, after the data
+    is built; URLs such as ``torchvision://resnet50`` are left to it (downloaded).
+    """
+    missing = [(key, path) for key, path in _pretrained_files(cfg.model, 'model')
+               if '://' not in path and not osp.isfile(path)]
+    if not missing:
+        return
+    lines = '\n  '.join(f'{key}.checkpoint={path}' for key, path in missing)
+    raise SystemExit(
+        f'{tool}: initialisation checkpoint not found:\n  {lines}\n'
+        'The MobileNet0.25 ImageNet backbone is converted once from the reference\'s '
+        'mobilenetV1X0.25_pretrain.tar: python tools/convert_weights.py '
+        'mobilenetV1X0.25_pretrain.tar --out checkpoints/mobilenet0.25_imagenet.pth '
+        '(docs/training.md, "ImageNet initialisation"). Point elsewhere with --cfg-options '
+        f'{missing[0][0]}.checkpoint=PATH, or train from scratch on purpose with '
+        f'--cfg-options {missing[0][0]}=None.')

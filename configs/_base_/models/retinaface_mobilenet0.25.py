@@ -15,11 +15,10 @@ model = dict(
         widen_factor=0.25,
         out_indices=(0, 1, 2),
         act_cfg=leaky_relu,
-        # Trained from scratch unless set: the reference starts from ImageNet weights. Convert
-        # its mobilenetV1X0.25_pretrain.tar with tools/convert_weights.py (docs/training.md,
-        # "ImageNet initialisation") and point here, e.g.
-        # init_cfg=dict(type='Pretrained', checkpoint='checkpoints/mobilenet0.25_imagenet.pth')
-        init_cfg=None),
+        # The reference's ImageNet weights, converted once with tools/convert_weights.py
+        # (docs/training.md, "ImageNet initialisation"); nothing is downloaded, and
+        # tools/train.py stops with that hint when the file is missing.
+        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/mobilenet0.25_imagenet.pth')),
     # FPN then SSH per level; a backbone swap overrides in_channels only
     neck=dict(
         type='RetinaFaceNeck',
