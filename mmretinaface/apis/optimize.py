@@ -1,30 +1,34 @@
 """Inference-only speed-ups for a built detector, exact up to float rounding.
 
-:func:`optimize_for_inference` rewrites the convolution layers of an eval-mode
-detector in place; it stays a normal mmdet detector (``test_step``, the data
-preprocessor, ``predict_by_feat`` are untouched), so :class:`FaceInferencer`,
-``detect_faces`` and the tools use it as they are. What it does, and why (the
-measurements are in docs/benchmarks.md):
+:func:`optimize_for_inference` rewrites an eval-mode detector in place; it
+stays a normal mmdet detector (``test_step``, ``predict``, ``predict_by_feat``
+are untouched), so :class:`FaceInferencer`, ``detect_faces`` and the tools use
+it as they are. What the default (``'onednn'`` on CPU) does, and why (the
+measurements are in docs/benchmarks.md, "CPU speed"):
 
 - Every BatchNorm is folded into the convolution before it, and the
   activation after it (ReLU, LeakyReLU) becomes a post-op of the convolution.
-- On CPU, each convolution calls oneDNN directly
+- On CPU each convolution calls oneDNN directly
   (``torch.ops.mkldnn._convolution_pointwise``, the kernel ``torch.compile``
   emits for a convolution with a fused activation) with its weight reordered
-  once into oneDNN's blocked layout; activations stay channels-last from the
-  first convolution on. PyTorch's eager ``Conv2d`` would re-check heuristics
-  on each call and send the 1x1 convolutions of a single-thread, batch-1 run
-  to its generic im2col path.
+  once into oneDNN's layout for the first input's shape; activations stay
+  channels-last. Eager ``Conv2d`` sends the 1x1 convolutions of a
+  single-thread batch-1 run to a generic im2col path and runs BatchNorm and
+  the activation as passes of their own.
 - The ReLU after the concatenation in each SSH block is applied by the three
   branch convolutions instead (an element-wise function commutes with
-  concatenation), which saves a pass over the SSH output.
+  concatenation); the head's class, box and landmark 1x1 convolutions of a
+  level run as one (bit-identical).
+- The data preprocessor writes its batch channels-last in one pass per image
+  (bit-identical values), so the first convolution does not reorder it.
+- glibc's trim threshold is raised once (see
+  :func:`_raise_malloc_trim_threshold`).
 
-Nothing here depends on the input size: one converted model serves every
-image size and batch size, with no warm-up (``torch.compile`` does the same
-fusions but compiles for minutes on first use and again for new shapes; see
-docs/benchmarks.md). The result is for inference only: training it raises,
-and its state dict has the folded weights (save checkpoints from an
-unoptimized model).
+Nothing depends on the input size: one optimized model serves every image and
+batch size without warm-up (``torch.compile`` compiles for tens of seconds on
+first use and again for new shapes). The result is for inference only:
+training it raises, and its state dict holds the folded weights (save
+checkpoints from a model as loaded).
 """
 import weakref
 from typing import List, Optional, Sequence, Tuple
@@ -163,16 +167,17 @@ class FusedConv2d(nn.Module):
 class SharedConv(nn.Module):
     """A :class:`FusedConv2d` whose output channels several :class:`ChannelGroup` s read.
 
-    The convolution runs once per input tensor; its result is kept until
-    every group has read it (or another input arrives), so the groups cost
-    one call instead of one each.
+    The convolution runs once per input tensor (the same object: the head
+    hands each level's features to its three layers in turn); the result is
+    kept until every group has read it or another input arrives, so the
+    groups cost one call instead of one each.
     """
 
     def __init__(self, conv: FusedConv2d, num_groups: int) -> None:
         super().__init__()
         self.conv = conv
         self.num_groups = num_groups
-        self._last: Optional[list] = None  # [weakref to input, its version, output, reads]
+        self._last: Optional[list] = None  # [weakref to input, output, reads]
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -181,13 +186,13 @@ class SharedConv(nn.Module):
 
     def read(self, x: Tensor) -> Tensor:
         last = self._last
-        if last is not None and last[0]() is x and last[1] == x._version:
-            last[3] += 1
-            if last[3] >= self.num_groups:
+        if last is not None and last[0]() is x:
+            last[2] += 1
+            if last[2] >= self.num_groups:
                 self._last = None
-            return last[2]
+            return last[1]
         out = self.conv(x)
-        self._last = [weakref.ref(x), x._version, out, 1] if self.num_groups > 1 else None
+        self._last = [weakref.ref(x), out, 1] if self.num_groups > 1 else None
         return out
 
 
@@ -368,9 +373,10 @@ def optimize_for_inference(model: nn.Module, mode: str = 'auto') -> nn.Module:
     Args:
         model: a built detector (any module with Conv2d/BatchNorm layers);
             set to eval mode here.
-        mode: ``'onednn'``: fold BatchNorm, fuse activations, run the
-            convolutions through oneDNN channels-last (CPU, float32; on other
-            devices the same folded layers run ``F.conv2d``).
+        mode: ``'onednn'``: everything the module docstring lists (BatchNorm
+            folded, activations fused, oneDNN channels-last convolutions on
+            CPU float32; on other devices the same folded layers run
+            ``F.conv2d``).
             ``'fold'``: only fold BatchNorm into the convolutions
             (``mmcv.cnn.fuse_conv_bn``), any device. ``'none'``: unchanged.
             ``'auto'`` (default): ``'onednn'`` when the model is on the CPU and
