@@ -127,7 +127,7 @@ def _ort_variants(p: dict, x, images: list, test_cfg: dict, table: dict) -> dict
 
     import numpy as np
     from retinaface.weights import WEIGHTS
-    x_ref = x.float().cpu().numpy()
+    x_ref = np.ascontiguousarray(x.float().cpu().numpy())  # x is channels-last: ORT would copy
     x_raw = raw_input(x_ref)
     out = dict(preprocess_vs_reference_max_abs=float(
         np.abs(x_ref - reference_input(images)).max()))
