@@ -134,6 +134,16 @@ def test_mode_none_and_bad_mode(converted_checkpoint):
     assert [m for m in model.modules() if isinstance(m, nn.Conv2d)] == convs
     with pytest.raises(ValueError, match="mode must be one of"):
         optimize_for_inference(model, 'fast')
+    # optimizing twice changes nothing more (builders may call it on a built model)
+    x = torch.randn(1, 3, 64, 96) * 50
+    with torch.no_grad():
+        once = raw_outputs(optimize_for_inference(model), x)
+        layers = [type(m) for m in model.modules()]
+        twice = raw_outputs(optimize_for_inference(model), x)
+    assert [type(m) for m in model.modules()] == layers
+    for a, b in zip(once, twice):
+        for p, q in zip(a, b):
+            assert torch.equal(p, q)
 
 
 def test_inference_only_but_copyable(plain, optimized, photos):

@@ -250,13 +250,24 @@ class ChannelsLastDetDataPreprocessor(DetDataPreprocessor):
     ``DetDataPreprocessor`` (no state is added).
     """
 
-    def forward(self, data: dict, training: bool = False) -> dict:
+    def _fast_path_applies(self, data: dict) -> bool:
+        """A list of same-channel uint8 CPU images whose channels the mean/std fit."""
         inputs = data.get('inputs') if isinstance(data, dict) else None
-        if training or not isinstance(inputs, (list, tuple)) or not inputs or any(
+        if not isinstance(inputs, (list, tuple)) or not inputs or any(
                 not isinstance(t, Tensor) or t.dtype != torch.uint8 or t.dim() != 3
-                or not t.is_cpu for t in inputs) or len({t.shape[0] for t in inputs}) != 1 \
-                or self.mean.device.type != 'cpu':
+                or not t.is_cpu for t in inputs):
+            return False
+        channels = {t.shape[0] for t in inputs}
+        if len(channels) != 1:
+            return False
+        return not self._enable_normalize or (
+            self.mean.is_cpu and self.mean.numel() in (1, *channels)
+            and self.std.numel() in (1, *channels))
+
+    def forward(self, data: dict, training: bool = False) -> dict:
+        if training or not self._fast_path_applies(data):
             return super().forward(data, training)
+        inputs = data['inputs']
         pad_shapes = self._get_pad_shape(data)
         batch = _channels_last_batch(self, inputs)
         samples = data.get('data_samples')
