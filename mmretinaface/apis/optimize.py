@@ -310,7 +310,7 @@ def _fuse_ssh_output_act(model: nn.Module) -> None:
 
 
 def _merge_parallel_convs(convs: Sequence[nn.Module]) -> Optional[List[ChannelGroup]]:
-    """Plain 1x1-or-larger convolutions of one input as channel groups of one convolution."""
+    """Plain convolutions of the same geometry as channel groups of one convolution."""
     if not convs or any(type(c) is not nn.Conv2d or c.padding_mode != 'zeros'
                         or isinstance(c.padding, str) for c in convs):
         return None
@@ -319,7 +319,8 @@ def _merge_parallel_convs(convs: Sequence[nn.Module]) -> Optional[List[ChannelGr
     if first.groups != 1 or any(getattr(c, a) != getattr(first, a) for c in convs for a in attrs):
         return None
     merged = nn.Conv2d(first.in_channels, sum(c.out_channels for c in convs), first.kernel_size,
-                       first.stride, first.padding, first.dilation)
+                       first.stride, first.padding, first.dilation, device=first.weight.device,
+                       dtype=first.weight.dtype)
     merged.weight.copy_(torch.cat([c.weight for c in convs]))
     merged.bias.copy_(torch.cat([c.bias if c.bias is not None else c.weight.new_zeros(
         c.out_channels) for c in convs]))
