@@ -5,6 +5,8 @@ Configs register the components with
 ``custom_imports = dict(imports=['mmretinaface.register'])``; the inference
 API (:class:`~mmretinaface.apis.FaceInferencer`, ...) loads on first use.
 """
+from .lazy import lazy_attributes
+
 __version__ = '0.2.0'
 
 # name -> submodule that defines it, imported on first attribute access
@@ -18,13 +20,4 @@ _LAZY = {
 
 __all__ = ['__version__', *_LAZY]
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-        return getattr(importlib.import_module(f'{__name__}.{_LAZY[name]}'), name)
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

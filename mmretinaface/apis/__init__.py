@@ -4,7 +4,7 @@ name, image reading and face alignment.
 Names load on first use, so ``import mmretinaface.apis`` costs nothing; the
 inferencer and the builder import torch and mmdet when first touched.
 """
-import importlib
+from ..lazy import lazy_attributes
 
 # name -> submodule that defines it
 _LAZY = {
@@ -31,14 +31,4 @@ _LAZY = {
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f'{__name__}.{_LAZY[name]}'), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

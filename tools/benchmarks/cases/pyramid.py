@@ -183,7 +183,10 @@ class PyramidCase(Case):
 
     def findings(self, result: dict) -> List[str]:
         out = []
-        for photo, runs in result['faces'].items():
+        faces = result['faces']
+        if 'error' in faces:  # the failed job is listed under Errors
+            return out
+        for photo, runs in faces.items():
             if 'error' in runs:
                 continue
             parts = []
