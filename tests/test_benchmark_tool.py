@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 REPORT_SECTIONS = (
     '## Environment', '## Targets', '## Findings', '### Latency per batch', '### Throughput',
     '### What the inference path adds', '### Forward options', '## 1b. Inference: ResNet50',
-    '## 2. Training', '### Training loss vs the per-image reference',
+    '## 2. Training', '## Train step vs the reference-style step',
+    '### Training loss vs the per-image reference',
     '### Inference time vs image area', '### Loss time vs faces per image',
     '### Prior generation per input shape', '## Profiles', 'GPU: not measured')
 

@@ -12,10 +12,12 @@ from .loss import LossCase
 from .profile import ProfileCase
 from .pyramid import PyramidCase
 from .scaling import PriorsCase, ScalingCase
+from .train_step import TrainStepCase
 from .training import TrainingCase
 from .video import VideoCase
 
-CASES = (InferenceCase(), CpuSpeedCase(), ResNet50Case(), TrainingCase(), LossCase(), ScalingCase(),
-         PriorsCase(), VideoCase(), Int8Case(), PyramidCase(), ProfileCase())
+CASES = (InferenceCase(), CpuSpeedCase(), ResNet50Case(), TrainingCase(), TrainStepCase(),
+         LossCase(), ScalingCase(), PriorsCase(), VideoCase(), Int8Case(),
+         PyramidCase(), ProfileCase())
 
 __all__ = ['CASES', 'Case', 'Context']
