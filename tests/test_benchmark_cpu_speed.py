@@ -1,7 +1,7 @@
 """The cpu_speed benchmark case: targets, findings and table come from its numbers."""
+from tests.benchmark_run import render_results
 from tools.benchmarks.cases import CASES
 from tools.benchmarks.cases.cpu_speed import CpuSpeedCase
-from tools.benchmarks.report import render_report
 
 
 def _row(size: str, default: float) -> dict:
@@ -14,13 +14,7 @@ def _row(size: str, default: float) -> dict:
 
 
 def _report(rows: list) -> str:
-    run = dict(mode='full', date='today', elapsed_s=1.0, command='python tools/benchmark.py',
-               device='cpu', amp=False, threads=1, repeats=10, budget_s=8.0,
-               load_start=(0.0, 0.0, 0.0), load_end=(0.0, 0.0, 0.0), errors=[], git='abc',
-               setup=dict(torch_threads=1, torch_default_threads=2, ort_threads=1,
-                          ort_providers=['CPUExecutionProvider']),
-               results=dict(cpu_speed=dict(rows=rows)))
-    return render_report(run, CASES)
+    return render_results(dict(cpu_speed=dict(rows=rows)))
 
 
 def test_cpu_speed_targets_and_findings():

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.benchmark_run import render_results
 from tools.benchmarks.cases import CASES
 from tools.benchmarks.cases.loss import random_faces
 from tools.benchmarks.report import (
@@ -18,7 +19,6 @@ from tools.benchmarks.report import (
     END_MARK,
     Target,
     markdown_table,
-    render_report,
     write_report,
 )
 from tools.benchmarks.timing import interleaved_timings
@@ -63,15 +63,6 @@ def test_tables_targets_and_faces():
     assert (points >= boxes[:, None, :2]).all() and (points <= boxes[:, None, 2:]).all()
 
 
-def _run(results: dict) -> dict:
-    return dict(mode='full', date='today', elapsed_s=1.0, command='python tools/benchmark.py',
-                device='cpu', amp=False, threads=1, repeats=10, budget_s=8.0,
-                load_start=(0.0, 0.0, 0.0), load_end=(0.0, 0.0, 0.0), errors=[], git='abc',
-                setup=dict(torch_threads=1, torch_default_threads=2, ort_threads=1,
-                           ort_providers=['CPUExecutionProvider']),
-                results=results)
-
-
 def _inference_result(onnx_ratio: float) -> dict:
     latency = dict(ms=dict(pipeline=2.0, preprocess=1.0, forward=40.0, postprocess=3.0,
                            pack=0.5, e2e=50.0, ort_ref=20.0, ort_ref_sub=21.0, ort_ours=24.0,
@@ -93,8 +84,7 @@ def _loss_result(ours_ms: float) -> dict:
 
 
 def test_report_verdicts_and_findings_come_from_the_numbers():
-    text = render_report(_run(dict(infer=_inference_result(1.2), loss=_loss_result(10.0))),
-                         CASES)
+    text = render_results(dict(infer=_inference_result(1.2), loss=_loss_result(10.0)))
     targets = text.split('## Targets')[1].split('\n## ')[0]
     rows = {line.split(' | ')[0].strip('| '): line.split(' | ')[1:]
             for line in targets.splitlines() if line.startswith('| ') and 'target' not in line}
@@ -114,8 +104,7 @@ def test_report_verdicts_and_findings_come_from_the_numbers():
             'limit <= 1.05x') in findings
     assert findings.count('**MISS') == 2
     # the same numbers within the limits: no missed target is reported
-    text = render_report(_run(dict(infer=_inference_result(1.01), loss=_loss_result(4.0))),
-                         CASES)
+    text = render_results(dict(infer=_inference_result(1.01), loss=_loss_result(4.0)))
     assert 'MISS' not in text and text.count('| PASS |') == 4
     for heading in ('### Latency per batch', '### Throughput', '### Forward options',
                     '### Training loss vs the per-image reference'):

@@ -1,7 +1,7 @@
 """The train_step benchmark case: targets, findings and table come from its numbers."""
+from tests.benchmark_run import render_results
 from tools.benchmarks.cases import CASES
 from tools.benchmarks.cases.train_step import TrainStepCase
-from tools.benchmarks.report import render_report
 
 
 def _row(threads: int, ours: float, ours_cl: float) -> dict:
@@ -16,13 +16,7 @@ def _row(threads: int, ours: float, ours_cl: float) -> dict:
 
 
 def _report(rows: list) -> str:
-    run = dict(mode='full', date='today', elapsed_s=1.0, command='python tools/benchmark.py',
-               device='cpu', amp=False, threads=1, repeats=10, budget_s=8.0,
-               load_start=(0.0, 0.0, 0.0), load_end=(0.0, 0.0, 0.0), errors=[], git='abc',
-               setup=dict(torch_threads=1, torch_default_threads=2, ort_threads=1,
-                          ort_providers=['CPUExecutionProvider']),
-               results=dict(train_step=dict(rows=rows)))
-    return render_report(run, CASES)
+    return render_results(dict(train_step=dict(rows=rows)))
 
 
 def test_train_step_targets_findings_and_table():
