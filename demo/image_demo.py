@@ -74,31 +74,15 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('inputs', nargs='+', help='images, folders, globs or bundled:NAME')
-    parser.add_argument('--config', help='config path or shipped config name (default: '
-                        'retinaface_mobilenet0.25_widerface)')
-    parser.add_argument('--weights', help='checkpoint (default: the config\'s default weights, '
-                        'converted on first use into ~/.cache/mmretinaface or $MMRETINAFACE_HOME)')
     parser.add_argument('--out-dir', default='outputs/demo')
     parser.add_argument('--score-thr', type=float, default=0.5,
                         help='keep (write, draw, align) faces scoring at least this '
                         '(default 0.5)')
     parser.add_argument('--device', type=argtypes.device, default='cpu',
                         help='cpu, cuda or cuda:N')
-    parser.add_argument('--no-fuse', action='store_true',
-                        help='run the model as loaded (by default it is optimized for '
-                        'inference: BatchNorm folded into the convolutions, activations fused; '
-                        'the same faces to float rounding, faster on CPU)')
     parser.add_argument('--batch-size', type=argtypes.int_at_least(1), default=1,
                         help='images per forward pass (default 1)')
-    parser.add_argument('--max-size', type=argtypes.int_at_least(0),
-                        help='images whose longer side exceeds this many pixels are '
-                        'downscaled for the network (results are mapped back to original '
-                        "pixels) to bound time and memory; 0 = no limit (default: the "
-                        "config's LimitSize, 4096)")
-    parser.add_argument('--pyramid', action='store_true',
-                        help='image-pyramid inference: also detect on halved copies, so that '
-                        'faces larger than the anchors (close-ups, >~400 px) are found whole '
-                        'instead of as fragments (about 1.3x the time)')
+    argtypes.add_model_options(parser, 'images')
     parser.add_argument('--save-aligned', action='store_true',
                         help='also write OUT_DIR/aligned/STEM_I.jpg, 112x112 crops aligned '
                         'on the ArcFace 5-point template (I = index in the JSON; 5-point '

@@ -361,24 +361,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N')
     parser.add_argument('--max-frames', type=argtypes.int_at_least(1),
                         help='stop after this many frames')
-    parser.add_argument('--max-size', type=argtypes.int_at_least(0),
-                        help='frames whose longer side exceeds this many pixels are '
-                        'downscaled for the network (results in original pixels); 0 = no '
-                        "limit (default: the config's LimitSize, 4096)")
-    parser.add_argument('--pyramid', action='store_true',
-                        help='image-pyramid inference for large (close-up) faces')
     parser.add_argument('--show', action='store_true',
                         help='show the frames in a window while processing (q or Esc stops)')
     parser.add_argument('--fourcc', help='codec of --out as a FourCC, e.g. mp4v, MJPG, FFV1, '
                         'XVID (default: from the extension)')
     parser.add_argument('--overwrite', action='store_true',
                         help='replace --out / --json when they exist')
-    parser.add_argument('--no-fuse', action='store_true',
-                        help='run the model as loaded (by default BatchNorm is folded into the '
-                        'convolutions: same outputs to 1e-4, about 1.5x faster on CPU)')
-    parser.add_argument('--config', help='config path or shipped config name (default: '
-                        'retinaface_mobilenet0.25_widerface)')
-    parser.add_argument('--weights', help="checkpoint (default: the config's default weights)")
+    argtypes.add_model_options(parser, 'frames')
     args = parser.parse_args(argv)
     if args.out is None and args.json is None and not args.show:
         parser.error('nothing to do: give --out, --json and/or --show')

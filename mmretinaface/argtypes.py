@@ -27,3 +27,25 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
                 f"expected an integer >= {minimum}, got '{value}'")
         return number
     return parse
+
+
+def add_model_options(parser: argparse.ArgumentParser, inputs: str = 'images') -> None:
+    """The model options every demo takes: ``--config``, ``--weights``, ``--max-size``,
+    ``--pyramid`` and ``--no-fuse`` (one wording, one meaning)."""
+    parser.add_argument('--config', help='config path or shipped config name (default: '
+                        'retinaface_mobilenet0.25_widerface)')
+    parser.add_argument('--weights', help="checkpoint (default: the config's default weights, "
+                        'converted on first use into ~/.cache/mmretinaface or $MMRETINAFACE_HOME)')
+    parser.add_argument('--max-size', type=int_at_least(0),
+                        help=f'{inputs} whose longer side exceeds this many pixels are '
+                        'downscaled for the network (results are mapped back to original '
+                        "pixels) to bound time and memory; 0 = no limit (default: the "
+                        "config's LimitSize, 4096)")
+    parser.add_argument('--pyramid', action='store_true',
+                        help='image-pyramid inference: also detect on halved copies, so that '
+                        'faces larger than the anchors (close-ups, >~400 px) are found whole '
+                        'instead of as fragments (about 1.3x the time)')
+    parser.add_argument('--no-fuse', action='store_true',
+                        help='run the model as loaded (by default it is optimized for '
+                        'inference: BatchNorm folded into the convolutions, activations fused; '
+                        'the same faces to float rounding, faster on CPU)')
