@@ -4,8 +4,9 @@ Returns BGR ``uint8`` (the model's input convention) for grayscale, RGBA,
 16-bit and palette images, and applies the EXIF orientation. Also the
 public-domain photos bundled in installed packages (demo and tests).
 """
+import importlib.util
 import os
-from typing import Union
+from typing import Optional, Union
 
 import cv2
 import numpy as np
@@ -95,17 +96,64 @@ def load_image(path: Union[str, os.PathLike]) -> np.ndarray:
 
 
 #: Public-domain photos with one face each, shipped inside installed packages.
+#: Real photographs inside installed packages: name -> (package, path inside the
+#: package, whether it shows a face). Only files already on disk are used (nothing is
+#: fetched); the demo, BatchNorm calibration and INT8 calibration draw from this list.
+PACKAGED_PHOTOS = {
+    'grace_hopper': ('matplotlib', 'mpl-data/sample_data/grace_hopper.jpg', True),
+    'astronaut': ('skimage', 'data/astronaut.png', True),
+    'camera': ('skimage', 'data/camera.png', True),
+    'coffee': ('skimage', 'data/coffee.png', False),
+    'chelsea': ('skimage', 'data/chelsea.png', False),
+    'rocket': ('skimage', 'data/rocket.jpg', False),
+    'motorcycle': ('skimage', 'data/motorcycle_left.png', False),
+    'present': ('matplotlib', 'mpl-data/sample_data/Minduka_Present_Blue_Pack.png', False),
+    'hubble_deep_field': ('skimage', 'data/hubble_deep_field.jpg', False),
+    'immunohistochemistry': ('skimage', 'data/ihc.png', False),
+    'coins': ('skimage', 'data/coins.png', False),
+    'moon': ('skimage', 'data/moon.png', False),
+    'brick': ('skimage', 'data/brick.png', False),
+    'grass': ('skimage', 'data/grass.png', False),
+    'gravel': ('skimage', 'data/gravel.png', False),
+}
+#: The photos ``bundled:NAME`` names in the demo.
 BUNDLED_PHOTOS = ('grace_hopper', 'astronaut')
+
+
+def _package_dir(package: str) -> Optional[str]:
+    """The installed folder of ``package`` without importing it (None if absent)."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return list(spec.submodule_search_locations)[0]
+
+
+def packaged_photo_path(name: str) -> Optional[str]:
+    """Path of the photo ``name`` of :data:`PACKAGED_PHOTOS`; None when its package or
+    file is not installed."""
+    package, rel_path, _ = PACKAGED_PHOTOS[name]
+    root = _package_dir(package)
+    path = None if root is None else os.path.join(root, rel_path)
+    return path if path is not None and os.path.isfile(path) else None
+
+
+def require_packaged_photo(name: str, purpose: str) -> str:
+    """:func:`packaged_photo_path`, or an ImportError naming the extra that installs it."""
+    path = packaged_photo_path(name)
+    if path is None:
+        from ..extras import require
+        require(PACKAGED_PHOTOS[name][0], 'demo', purpose)  # raises when the package is absent
+        raise FileNotFoundError(f'{purpose}: {name} not found in the installed '
+                                f'{PACKAGED_PHOTOS[name][0]}')
+    return path
 
 
 def bundled_photo(name: str) -> str:
     """Path of a bundled photo: ``grace_hopper`` (matplotlib, 512x600 JPEG) or
     ``astronaut`` (scikit-image, 512x512 PNG); ImportError naming the extra if missing."""
-    from ..extras import require
-    if name == 'grace_hopper':
-        cbook = require('matplotlib.cbook', 'demo', 'the bundled photo grace_hopper')
-        return str(cbook.get_sample_data('grace_hopper.jpg', asfileobj=False))
-    if name == 'astronaut':
-        data = require('skimage.data', 'demo', 'the bundled photo astronaut')
-        return os.path.join(data.data_dir, 'astronaut.png')
-    raise ValueError(f'unknown bundled photo {name!r} (choose {" or ".join(BUNDLED_PHOTOS)})')
+    if name not in BUNDLED_PHOTOS:
+        raise ValueError(f'unknown bundled photo {name!r} (choose {" or ".join(BUNDLED_PHOTOS)})')
+    return require_packaged_photo(name, f'the bundled photo {name}')

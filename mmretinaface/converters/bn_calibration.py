@@ -24,7 +24,6 @@ ship (matplotlib's and scikit-image's sample photos; people first), cut into
 square crops at several scales and 2x2 / 3x3 mosaics with flips and
 brightness/contrast changes, like RetinaFace's training crops.
 """
-import importlib.util
 import os
 import os.path as osp
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -36,25 +35,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-#: Real photographs inside installed packages: (name, package, path in the package,
-#: whether it shows a face). Only files already on disk are used (nothing is fetched).
-PACKAGED_PHOTOS: Tuple[Tuple[str, str, str, bool], ...] = (
-    ('grace_hopper', 'matplotlib', 'mpl-data/sample_data/grace_hopper.jpg', True),
-    ('astronaut', 'skimage', 'data/astronaut.png', True),
-    ('camera', 'skimage', 'data/camera.png', True),
-    ('coffee', 'skimage', 'data/coffee.png', False),
-    ('chelsea', 'skimage', 'data/chelsea.png', False),
-    ('rocket', 'skimage', 'data/rocket.jpg', False),
-    ('motorcycle', 'skimage', 'data/motorcycle_left.png', False),
-    ('present', 'matplotlib', 'mpl-data/sample_data/Minduka_Present_Blue_Pack.png', False),
-    ('hubble_deep_field', 'skimage', 'data/hubble_deep_field.jpg', False),
-    ('immunohistochemistry', 'skimage', 'data/ihc.png', False),
-    ('coins', 'skimage', 'data/coins.png', False),
-    ('moon', 'skimage', 'data/moon.png', False),
-    ('brick', 'skimage', 'data/brick.png', False),
-    ('grass', 'skimage', 'data/grass.png', False),
-    ('gravel', 'skimage', 'data/gravel.png', False),
-)
+from ..apis.image_io import PACKAGED_PHOTOS, packaged_photo_path
+
 #: Photos with faces are drawn this many times as often as the others.
 FACE_WEIGHT = 3.0
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
@@ -74,30 +56,18 @@ class Photo:
         self.name, self.image, self.has_face, self.weight = name, image, has_face, float(weight)
 
 
-def _package_dir(package: str) -> Optional[str]:
-    """The installed folder of ``package`` without importing it (None if absent)."""
-    try:
-        spec = importlib.util.find_spec(package)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return list(spec.submodule_search_locations)[0]
-
-
 def _read_bgr(path: str) -> Optional[np.ndarray]:
     image = cv2.imread(path, cv2.IMREAD_COLOR)
     return image if image is not None and min(image.shape[:2]) >= 32 else None
 
 
 def packaged_photos() -> List[Photo]:
-    """The real photographs of :data:`PACKAGED_PHOTOS` found on disk (may be empty)."""
+    """The real photographs of :data:`~mmretinaface.apis.image_io.PACKAGED_PHOTOS` found
+    on disk (may be empty)."""
     photos = []
-    for name, package, rel_path, has_face in PACKAGED_PHOTOS:
-        root = _package_dir(package)
-        if root is None:
-            continue
-        image = _read_bgr(osp.join(root, rel_path))
+    for name, (_, _, has_face) in PACKAGED_PHOTOS.items():
+        path = packaged_photo_path(name)
+        image = None if path is None else _read_bgr(path)
         if image is not None:
             photos.append(Photo(name, image, has_face, FACE_WEIGHT if has_face else 1.0))
     return photos

@@ -14,12 +14,10 @@ from typing import Iterator, List, Optional, Sequence
 import cv2
 import numpy as np
 
-#: Photos of the default calibration set: (package, file); the first three show a face.
-BUNDLED_CALIBRATION_PHOTOS = (
-    ('matplotlib', 'grace_hopper.jpg'), ('skimage', 'astronaut.png'), ('skimage', 'camera.png'),
-    ('skimage', 'coffee.png'), ('skimage', 'chelsea.png'), ('skimage', 'rocket.jpg'),
-    ('skimage', 'motorcycle_left.png'), ('skimage', 'coins.png'), ('skimage', 'grass.png'),
-    ('skimage', 'gravel.png'))
+#: Photos of the default calibration set (names in
+#: :data:`~mmretinaface.apis.image_io.PACKAGED_PHOTOS`); the first three show a face.
+BUNDLED_CALIBRATION_PHOTOS = ('grace_hopper', 'astronaut', 'camera', 'coffee', 'chelsea',
+                              'rocket', 'motorcycle', 'coins', 'grass', 'gravel')
 NUM_FACE_PHOTOS = 3
 #: Longer sides (pixels) every calibration photo is resized to.
 CALIBRATION_SIDES = (640, 320)
@@ -28,16 +26,9 @@ IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
 def bundled_photo_paths() -> List[str]:
     """Paths of :data:`BUNDLED_CALIBRATION_PHOTOS` (ImportError naming the extra if missing)."""
-    from ..extras import require
+    from ..apis.image_io import require_packaged_photo
     purpose = 'the default INT8 calibration photos (or pass --calib-images DIR)'
-    paths = []
-    for package, name in BUNDLED_CALIBRATION_PHOTOS:
-        if package == 'matplotlib':
-            cbook = require('matplotlib.cbook', 'demo', purpose)
-            paths.append(str(cbook.get_sample_data(name, asfileobj=False)))
-        else:
-            paths.append(os.path.join(require('skimage.data', 'demo', purpose).data_dir, name))
-    return paths
+    return [require_packaged_photo(name, purpose) for name in BUNDLED_CALIBRATION_PHOTOS]
 
 
 def folder_images(folder: str, max_images: int = 200) -> List[np.ndarray]:

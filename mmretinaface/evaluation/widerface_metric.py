@@ -17,6 +17,7 @@ from mmdet.registry import METRICS
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger
 
+from ..utils.misc import to_numpy
 from .landmark_metrics import default_landmark_pairs, landmark_nme, match_faces, pair_direction
 from .plots import plot_pr_curves
 from .widerface_io import write_widerface_predictions
@@ -42,13 +43,9 @@ def _get(obj: Any, key: str, default: Any = None) -> Any:
     return getattr(obj, key, default) if key in obj else default
 
 
-def _to_numpy(value: Any, dtype=np.float32) -> np.ndarray:
-    """Tensor / mmdet boxes / array-like -> numpy array of ``dtype``."""
-    if hasattr(value, 'tensor') and not isinstance(value, np.ndarray):  # mmdet BaseBoxes
-        value = value.tensor
-    if hasattr(value, 'detach'):
-        value = value.detach().cpu().numpy()
-    return np.asarray(value, dtype=dtype)
+def _to_numpy(value: Any) -> np.ndarray:
+    """Tensor / mmdet boxes / array-like -> float32 numpy array."""
+    return to_numpy(value, np.float32)
 
 
 @METRICS.register_module()
