@@ -220,6 +220,32 @@ def test_the_default_fast_path_gives_the_same_faces(converted_checkpoint, grace,
     assert close(pred['keypoints'], reference.keypoints, atol=1e-3)
 
 
+def test_the_default_pipeline_packs_channels_last_and_loads_no_labels(converted_checkpoint,
+                                                                     grace, inferencer):
+    """FaceInferencer drops annotation loading (its inputs have none) and, for the optimized
+    CPU model, packs images as channels-last views for its preprocessor: the batch and the
+    faces equal those of the config's own test pipeline (as tools/test.py runs it).
+    optimize=False keeps the config's contiguous packing."""
+    from mmengine.dataset import Compose, pseudo_collate
+    fast = FaceInferencer(CONFIG, converted_checkpoint, device='cpu', show_progress=False)
+    for infer, channels_last in ((fast, True), (inferencer, False)):
+        names = [type(t).__name__ for t in infer.pipeline.transforms]
+        assert 'LoadFaceAnnotations' not in names and names[-1] == 'PackFaceInputs'
+        assert infer.pipeline.transforms[-1].channels_last is channels_last
+    image = load_image(grace)
+    data = fast.collate_fn([fast.pipeline(dict(img=image))])
+    assert data['inputs'][0].permute(1, 2, 0).is_contiguous()
+    cfg = Config.fromfile(CONFIG)
+    steps = [dict(type='mmdet.LoadImageFromNDArray'), *cfg.test_dataloader.dataset.pipeline[1:]]
+    expected = pseudo_collate([Compose(steps)(dict(img=image))])
+    assert expected['inputs'][0].is_contiguous()
+    with torch.no_grad():
+        got, want = fast.model.test_step(data)[0], fast.model.test_step(expected)[0]
+    assert got.metainfo == want.metainfo
+    for key in ('bboxes', 'scores', 'labels', 'keypoints'):
+        assert torch.equal(got.pred_instances[key], want.pred_instances[key]), key
+
+
 def test_configs_by_name_and_default_weights(monkeypatch, tmp_path, grace, reference):
     """FaceInferencer() / FaceInferencer(NAME) / NAME.py: the packaged config and the
     default weights, converted into an empty cache; the same faces as the converted

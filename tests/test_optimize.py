@@ -180,3 +180,34 @@ def test_preprocessor_same_values_channels_last(plain, optimized, photos):
     # training batches take DetDataPreprocessor's own path (NCHW)
     data = make_batch(photos, [(64, 48)])
     assert model.data_preprocessor(data, True)['inputs'].is_contiguous()
+
+
+@pytest.mark.parametrize('std,bgr_to_rgb', [((1.0, 1.0, 1.0), False), ((58.4, 57.1, 57.4), True)])
+@torch.no_grad()
+def test_preprocessor_reads_channels_last_packed_images(photos, std, bgr_to_rgb):
+    """Images packed as CHW views of HWC arrays (PackFaceInputs(channels_last=True), as
+    FaceInferencer's pipeline packs them for this preprocessor), of different widths and
+    heights: the same values as DetDataPreprocessor on the usual contiguous CHW images."""
+    from mmdet.models.data_preprocessors import DetDataPreprocessor
+
+    from mmretinaface.apis.optimize import ChannelsLastDetDataPreprocessor
+    from mmretinaface.datasets.transforms import PackFaceInputs
+    kwargs = dict(mean=[104.0, 117.0, 123.0], std=list(std), bgr_to_rgb=bgr_to_rgb,
+                  pad_size_divisor=32, pad_value=7)
+    plain, fast = DetDataPreprocessor(**kwargs), ChannelsLastDetDataPreprocessor(**kwargs)
+    images = [cv2.resize(photos[0], (333, 517)), cv2.resize(photos[1], (640, 480))]
+
+    def batch(channels_last):
+        packed = [PackFaceInputs(channels_last=channels_last)(
+            dict(img=img, img_shape=img.shape[:2], ori_shape=img.shape[:2],
+                 scale_factor=(1.0, 1.0))) for img in images]
+        return dict(inputs=[p['inputs'] for p in packed],
+                    data_samples=[p['data_samples'] for p in packed])
+
+    expected = plain(batch(False), False)
+    for channels_last in (False, True):
+        result = fast(batch(channels_last), False)
+        assert torch.equal(result['inputs'], expected['inputs'])
+        assert result['inputs'].is_contiguous(memory_format=torch.channels_last)
+        for res, exp in zip(result['data_samples'], expected['data_samples']):
+            assert res.metainfo == exp.metainfo

@@ -26,8 +26,11 @@ from ..datasets.transforms.limit_size import LimitSize, check_max_size, limited_
 from ..models.pyramid import FacePyramidTTAModel
 from .image_io import load_image, to_bgr_uint8
 from .inference import init_face_detector, resolve_model
+from .optimize import ChannelsLastDetDataPreprocessor
 
 ImageInput = Union[str, os.PathLike, np.ndarray]
+_ANNOTATION_LOADERS = ('LoadFaceAnnotations', 'mmdet.LoadFaceAnnotations', 'LoadAnnotations',
+                       'mmdet.LoadAnnotations')
 _UNSET: Any = object()
 
 
@@ -124,7 +127,11 @@ class FaceInferencer(DetInferencer):
         """The config's test pipeline fed with decoded BGR arrays, with one ``LimitSize``.
 
         A pipeline without ``LimitSize`` gets one (no limit unless ``max_size``
-        is set) before its last (packing) step.
+        is set) before its last (packing) step. Annotation loading is dropped
+        (inputs have no labels: it would only add empty ground truth), and
+        ``PackFaceInputs`` packs channels-last when the model's data
+        preprocessor writes channels-last batches (the optimized CPU model):
+        the same values, without transposing each image twice.
         """
         steps = copy.deepcopy(cfg.test_dataloader.dataset.pipeline)
         steps = [dict(step) for step in steps]
@@ -132,8 +139,12 @@ class FaceInferencer(DetInferencer):
             raise ValueError(f'the test pipeline must start with LoadImageFromFile, got '
                              f'{steps[0]["type"]}')
         steps[0] = dict(type='mmdet.LoadImageFromNDArray')  # images are read by _prepare
+        steps = [step for step in steps if step['type'] not in _ANNOTATION_LOADERS]
         if 'meta_keys' in steps[-1]:  # as DetInferencer: no dataset, no img_id
             steps[-1]['meta_keys'] = tuple(k for k in steps[-1]['meta_keys'] if k != 'img_id')
+        if steps[-1]['type'] in ('PackFaceInputs', 'mmdet.PackFaceInputs') and isinstance(
+                getattr(self.model, 'data_preprocessor', None), ChannelsLastDetDataPreprocessor):
+            steps[-1]['channels_last'] = True
         if not any(step['type'] in ('LimitSize', 'mmdet.LimitSize') for step in steps):
             steps.insert(len(steps) - 1, dict(type='LimitSize', max_size=None))
         pipeline = Compose(steps)

@@ -81,8 +81,24 @@ class ResizeWithLandmarks(Resize):
 
     Use it where mmdet's ``Resize`` would see loaded landmarks (e.g. a test
     pipeline that loads annotations before resizing). Same arguments as
-    ``Resize``; the keypoint scale is the actual ``W'/W``, ``H'/H``.
+    ``Resize``; the keypoint scale is the actual ``W'/W``, ``H'/H``. An image
+    whose size does not change is passed on without a copy.
     """
+
+    def _resize_img(self, results: dict) -> None:
+        """mmdet's, but an image that keeps its size is kept as is, not copied by
+        ``cv2.resize`` (the test pipelines' ``scale_factor=1.0``: every image)."""
+        img = results.get('img')
+        if img is not None:
+            height, width = img.shape[:2]
+            size = (mmcv.rescale_size((width, height), results['scale']) if self.keep_ratio
+                    else tuple(results['scale']))
+            if size == (width, height):
+                results['img_shape'] = img.shape[:2]
+                results['scale_factor'] = (1.0, 1.0)
+                results['keep_ratio'] = self.keep_ratio
+                return
+        super()._resize_img(results)
 
     def transform(self, results: dict) -> dict:
         height, width = results['img'].shape[:2]
