@@ -165,6 +165,69 @@ def test_predict_on_another_device_runs_nms_on_cpu_with_the_same_results(monkeyp
         assert torch.equal(got.get(key), expected.get(key)), key
 
 
+def mmdet_predict(head, outs, metas, cfg, rescale, with_nms):
+    """The prediction path as written with mmdet's helpers (the head's code before its
+    tensor-level rewrite): ``filter_scores_and_topk``, decode, keypoints rescaled, then
+    ``BaseDenseHead._bbox_post_process`` on an ``InstanceData``."""
+    import copy
+
+    from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
+    from mmdet.models.utils import filter_scores_and_topk
+    from mmengine.config import ConfigDict
+    cfg = ConfigDict(copy.deepcopy(cfg))
+    cls, reg, kpt = head.flatten_outputs(*outs)
+    priors = head.get_priors(outs[0])
+    scores = torch.sigmoid(cls[..., 1:] - cls[..., :1])
+    results = []
+    for img_scores, img_reg, img_kpt, meta in zip(scores, reg, kpt, metas):
+        nms_pre = cfg.get('nms_pre', -1)
+        img_scores, labels, _, kept = filter_scores_and_topk(
+            img_scores, cfg.score_thr, nms_pre if nms_pre > 0 else img_scores.numel(),
+            dict(priors=priors, reg=img_reg, kpt=img_kpt))
+        bboxes, points = head.decode(kept['priors'], kept['reg'], kept['kpt'])
+        if rescale:
+            points = points * points.new_tensor([1 / s for s in meta['scale_factor']])
+        res = InstanceData(bboxes=bboxes, scores=img_scores, labels=labels, keypoints=points)
+        results.append(BaseDenseHead._bbox_post_process(head, res, cfg, rescale, with_nms,
+                                                        meta))
+    return results
+
+
+PREDICT_CFGS = {
+    'default': dict(),
+    'nms_pre_and_max_per_img': dict(nms_pre=60, max_per_img=15),
+    'all_priors': dict(nms_pre=-1),
+    'min_bbox_size': dict(min_bbox_size=12),
+    'soft_nms': dict(nms=dict(type='soft_nms', iou_threshold=0.3, min_score=0.01)),
+    'no_nms': dict(with_nms=False),
+}
+
+
+@pytest.mark.parametrize('case', PREDICT_CFGS, ids=list(PREDICT_CFGS))
+def test_predict_by_feat_equals_mmdet_post_processing(case):
+    """Candidate selection, decode, rescale, NMS and max_per_img on tensors give exactly
+    what mmdet's helpers give, on a batch of two images with hundreds of overlapping
+    candidates and many tied scores (the logits are quantised)."""
+    head = build_model().bbox_head
+    cfg = {**head.test_cfg, **PREDICT_CFGS[case]}
+    with_nms = cfg.pop('with_nms', True)
+    sizes = [(20, 24), (10, 12), (5, 6)]
+    outs = [[torch.cat(pair) for pair in zip(a, b)]
+            for a, b in zip(random_outputs(head, sizes, seed=2),
+                            random_outputs(head, sizes, seed=3))]
+    outs[0] = [(c * 2).round() / 2 for c in outs[0]]  # ties
+    metas = [{'scale_factor': (0.5, 0.75)}, {'scale_factor': (1.25, 1.0)}]
+    for rescale in (True, False):
+        expected = mmdet_predict(head, outs, metas, cfg, rescale, with_nms)
+        got = head.predict_by_feat(*outs, batch_img_metas=metas, cfg=cfg, rescale=rescale,
+                                   with_nms=with_nms)
+        for res, exp in zip(got, expected):
+            assert len(exp) > 5
+            assert set(res.keys()) == set(exp.keys())
+            for key in exp.keys():
+                assert torch.equal(res.get(key), exp.get(key)), key
+
+
 def test_head_builds_its_parts_from_config():
     from mmretinaface.models.losses import MultiBoxLoss
     from mmretinaface.models.task_modules import (

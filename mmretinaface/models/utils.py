@@ -1,5 +1,10 @@
-"""Device placement of NMS, shared by the head and test-time augmentation."""
+"""Prediction helpers shared by the head and test-time augmentation: candidate
+selection, one-class NMS and its device placement."""
+from typing import Optional, Tuple
+
 import torch
+from mmcv.ops import batched_nms
+from torch import Tensor
 
 
 def nms_needs_cpu(device: torch.device) -> bool:
@@ -12,3 +17,32 @@ def nms_needs_cpu(device: torch.device) -> bool:
     back: the results are those of the CPU path.
     """
     return torch.device(device).type != 'cpu'
+
+
+def select_candidates(scores: Tensor, score_thr: float,
+                      topk: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+    """Scores above ``score_thr``, highest first, at most ``topk``, and their indices.
+
+    mmdet's ``filter_scores_and_topk`` for one class (``scores`` ``(P,)``):
+    the same threshold, the same sort of the same candidates (so ties come
+    out in the same order), without the label column and the per-field
+    dict; the caller gathers only what it needs with the indices.
+    """
+    idx = torch.nonzero(scores > score_thr).view(-1)
+    scores, order = scores[idx].sort(descending=True)
+    if topk is not None and topk < order.numel():
+        scores, order = scores[:topk], order[:topk]
+    return scores, idx[order]
+
+
+def single_class_nms(bboxes: Tensor, scores: Tensor, nms_cfg: dict,
+                     max_num: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+    """Indices kept by NMS (best first, at most ``max_num``) and their scores after NMS.
+
+    mmcv's ``batched_nms`` with every box in one class: its class offsets are
+    zero, so they are skipped (``class_agnostic``; the kept boxes are the
+    same). ``nms_cfg`` is the head's ``test_cfg.nms`` (any mmcv NMS type).
+    """
+    dets, keep = batched_nms(bboxes, scores, scores.new_zeros(scores.shape, dtype=torch.long),
+                             dict(nms_cfg), class_agnostic=True)
+    return keep[:max_num], dets[:max_num, -1]
