@@ -199,6 +199,7 @@ PREDICT_CFGS = {
     'all_priors': dict(nms_pre=-1),
     'min_bbox_size': dict(min_bbox_size=12),
     'soft_nms': dict(nms=dict(type='soft_nms', iou_threshold=0.3, min_score=0.01)),
+    'split_thr': dict(nms=dict(type='nms', iou_threshold=0.4, split_thr=50)),
     'no_nms': dict(with_nms=False),
 }
 

@@ -3,7 +3,7 @@ selection, one-class NMS and its device placement."""
 from typing import Optional, Tuple
 
 import torch
-from mmcv.ops import batched_nms
+from mmcv.ops import batched_nms, nms
 from torch import Tensor
 
 
@@ -39,10 +39,18 @@ def single_class_nms(bboxes: Tensor, scores: Tensor, nms_cfg: dict,
                      max_num: Optional[int] = None) -> Tuple[Tensor, Tensor]:
     """Indices kept by NMS (best first, at most ``max_num``) and their scores after NMS.
 
-    mmcv's ``batched_nms`` with every box in one class: its class offsets are
-    zero, so they are skipped (``class_agnostic``; the kept boxes are the
-    same). ``nms_cfg`` is the head's ``test_cfg.nms`` (any mmcv NMS type).
+    mmcv's ``batched_nms`` with every box in one class (``nms_cfg``: the
+    head's ``test_cfg.nms``, any mmcv NMS type): its class offsets are zero,
+    so they are skipped (``class_agnostic``; the kept boxes are the same),
+    and plain ``'nms'`` below its ``split_thr`` calls ``mmcv.ops.nms``
+    directly, the one call ``batched_nms`` makes there (without building the
+    kept boxes, which are not used).
     """
-    dets, keep = batched_nms(bboxes, scores, scores.new_zeros(scores.shape, dtype=torch.long),
-                             dict(nms_cfg), class_agnostic=True)
+    cfg = dict(nms_cfg)
+    cfg.pop('class_agnostic', None)
+    if cfg.pop('type', 'nms') == 'nms' and bboxes.shape[0] < cfg.pop('split_thr', 10000):
+        dets, keep = nms(bboxes, scores, **cfg)
+    else:
+        labels = scores.new_zeros(scores.shape, dtype=torch.long)
+        dets, keep = batched_nms(bboxes, scores, labels, dict(nms_cfg), class_agnostic=True)
     return keep[:max_num], dets[:max_num, -1]
