@@ -55,4 +55,5 @@ default_hooks = dict(
 custom_hooks = [
     dict(type='AverageLossAcrossRanksHook'),
     dict(type='BatchNormStatisticsCheckHook'),
+    dict(type='FastTrainingHook'),
 ]

@@ -11,7 +11,9 @@ default_hooks = dict(
     visualization=dict(type='DetVisualizationHook'))
 # With several processes, log the mean loss over ranks (mmengine logs rank 0's alone);
 # a no-op in one process. Keep it when overriding custom_hooks (tools/train.py re-adds it).
-custom_hooks = [dict(type='AverageLossAcrossRanksHook')]
+# FastTrainingHook: on CPU, BatchNorm + activation run fused (compiled once, ~40 s at the
+# first iteration) with channels-last tensors: 0.7x the stock step (docs/training.md).
+custom_hooks = [dict(type='AverageLossAcrossRanksHook'), dict(type='FastTrainingHook')]
 
 env_cfg = dict(
     cudnn_benchmark=False,

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..models.dense_heads.retinaface_head import RetinaFaceHead
+from ..models.layers import unfuse_batchnorm_activation
 from ..models.necks.ssh import SSHBlock
 
 #: Optimization levels accepted by :func:`optimize_for_inference`.
@@ -413,6 +414,7 @@ def optimize_for_inference(model: nn.Module, mode: str = 'auto') -> nn.Module:
     if mode not in MODES:
         raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
     model.eval()
+    unfuse_batchnorm_activation(model)  # a model trained with FastTrainingHook, still in memory
     if mode == 'none':
         return model
     if mode == 'auto':
