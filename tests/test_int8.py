@@ -2,7 +2,6 @@
 on real photos; the FP32 parts are the ones the scheme names; bad calibration folders fail
 clearly."""
 import cv2
-import numpy as np
 import onnx
 import pytest
 
@@ -11,7 +10,7 @@ from mmretinaface.deploy import export_onnx
 from mmretinaface.deploy.calibration import folder_images
 from mmretinaface.deploy.int8_eval import box_iou, compare_faces, face_mosaics, group_photo
 from mmretinaface.deploy.onnx_runtime import OnnxFaceDetector
-from mmretinaface.deploy.quantize import float_nodes, read_shapes_before_dequantize
+from mmretinaface.deploy.quantize import float_nodes
 
 # INT8 vs FP32 on real faces (the FP32 faces scoring >= 0.5; INT8 faces counted from 0.3, so
 # that a face near the threshold may score a little lower). Measured with the default scheme
@@ -94,36 +93,6 @@ def test_int8_finds_the_faces_fp32_finds_on_real_photos(int8_onnx, fp32_onnx):
     assert stats['landmark_nme'] <= MAX_LANDMARK_NME, stats
     group = compare_faces(ref[2:3], got[2:3])
     assert group['faces'] == group['found'] == 18 and group['extra'] == 0
-
-
-def test_read_shapes_before_dequantize_is_exact(tmp_path):
-    """A Shape behind a DequantizeLinear reads the 8-bit tensor: same output, DQ removed."""
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
-    scale = helper.make_tensor('scale', TensorProto.FLOAT, [], [0.5])
-    zero = helper.make_tensor('zero', TensorProto.UINT8, [], [7])
-    nodes = [helper.make_node('QuantizeLinear', ['x', 'scale', 'zero'], ['xq']),
-             helper.make_node('DequantizeLinear', ['xq', 'scale', 'zero'], ['xdq']),
-             helper.make_node('DequantizeLinear', ['xq', 'scale', 'zero'], ['xdq2']),
-             helper.make_node('Shape', ['xdq'], ['shape']),
-             helper.make_node('Relu', ['xdq2'], ['y'])]
-    graph = helper.make_graph(
-        nodes, 'g', [helper.make_tensor_value_info('x', TensorProto.FLOAT, ['n', 3])],
-        [helper.make_tensor_value_info('shape', TensorProto.INT64, [2]),
-         helper.make_tensor_value_info('y', TensorProto.FLOAT, ['n', 3])], [scale, zero])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])
-    x = np.random.default_rng(0).uniform(-3, 60, (5, 3)).astype(np.float32)
-
-    def run(m):
-        return ort.InferenceSession(m.SerializeToString(),
-                                    providers=['CPUExecutionProvider']).run(None, {'x': x})
-
-    before = run(model)
-    assert read_shapes_before_dequantize(model) == 1
-    ops = [n.op_type for n in model.graph.node]
-    assert ops == ['QuantizeLinear', 'DequantizeLinear', 'Shape', 'Relu']
-    for a, b in zip(before, run(model)):
-        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.filterwarnings('ignore:calibration images. skipped')

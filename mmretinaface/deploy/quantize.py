@@ -13,6 +13,9 @@ real photos. Two parts stay FP32:
 * everything after the last convolutions (per-prior reshapes, softmax and,
   in a ``--decode`` export, box / landmark decoding): 8-bit pixel coordinates
   would be a few pixels coarse, and these ops are cheap in FP32.
+
+Before and after quantizing, the graph rewrites of :mod:`.int8_graph` make
+ONNX Runtime's work lighter without changing what the model computes.
 """
 import contextlib
 import logging
@@ -40,6 +43,8 @@ class Int8Scheme:
         float_stride: convolutions reading a feature map of stride below this
             (input pixels per feature pixel; 0: none) stay FP32, with their activation.
         float_head: the last convolutions (class / box / landmark heads) stay FP32 too.
+        graph_rewrites: apply the rewrites of :mod:`.int8_graph` (off: only to
+            measure what they give).
     """
 
     quant_format: str = 'qdq'
@@ -48,6 +53,7 @@ class Int8Scheme:
     per_channel: bool = True
     float_stride: int = 8
     float_head: bool = False
+    graph_rewrites: bool = True
 
     def describe(self) -> str:
         fp32 = [f'convs below stride {self.float_stride}'] if self.float_stride else []
@@ -55,7 +61,7 @@ class Int8Scheme:
         fp32 += ['post-conv outputs']
         return (f'{self.quant_format.upper()}, {self.activations} activations, {self.weights} '
                 f'{"per-channel" if self.per_channel else "per-tensor"} weights; FP32: '
-                f'{", ".join(fp32)}')
+                f'{", ".join(fp32)}{"" if self.graph_rewrites else "; no graph rewrites"}')
 
 
 DEFAULT_SCHEME = Int8Scheme()
@@ -125,30 +131,6 @@ def float_nodes(model, float_stride: int = 8, float_head: bool = False) -> List[
     return list(dict.fromkeys(excluded))
 
 
-def read_shapes_before_dequantize(model) -> int:
-    """Let every ``Shape`` that reads a ``DequantizeLinear`` output read its 8-bit input.
-
-    The FPN's upsampling sizes and the decode's prior grid come from feature
-    map shapes; left alone, ONNX Runtime dequantizes whole feature maps (and
-    transposes them back to NCHW) only to read their shape. Same shape,
-    exact. Dequantize nodes left without consumers are removed. Returns the
-    number of rewired ``Shape`` nodes.
-    """
-    graph = model.graph
-    producer = {out: node for node in graph.node for out in node.output}
-    rewired = 0
-    for node in graph.node:
-        source = producer.get(node.input[0]) if node.op_type == 'Shape' else None
-        if source is not None and source.op_type == 'DequantizeLinear':
-            node.input[0] = source.input[0]
-            rewired += 1
-    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
-    keep = [n for n in graph.node if n.op_type != 'DequantizeLinear' or n.output[0] in used]
-    del graph.node[:]
-    graph.node.extend(keep)
-    return rewired
-
-
 class _PreprocessAdvice(logging.Filter):
     """Drops onnxruntime's advice to run ``quant_pre_process`` first: measured, it gave no
     speed here (docs/deployment.md) and its symbolic shape inference fails on --decode
@@ -183,8 +165,18 @@ def quantize_int8(fp32_file: str, out_file: str,
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     from .calibration import CalibrationReader, calibration_images
+    from .int8_graph import (
+        pad_conv_channels,
+        read_shapes_before_dequantize,
+        resize_sizes_from_shape,
+        share_concat_quantization,
+    )
     model = onnx.load(fp32_file)
     exclude = float_nodes(model, scheme.float_stride, scheme.float_head)
+    if scheme.graph_rewrites:
+        pad_conv_channels(model, exclude)
+        resize_sizes_from_shape(model)
+        exclude = float_nodes(model, scheme.float_stride, scheme.float_head)
     (input_name, ) = [i.name for i in model.graph.input
                       if i.name not in {t.name for t in model.graph.initializer}]
     types = dict(uint8=QuantType.QUInt8, int8=QuantType.QInt8)
@@ -197,13 +189,16 @@ def quantize_int8(fp32_file: str, out_file: str,
     out_dir = os.path.dirname(os.path.abspath(out_file))
     with tempfile.TemporaryDirectory(dir=out_dir, prefix='.int8-') as tmp, \
             _without_preprocess_advice():
-        staged = os.path.join(tmp, 'model.onnx')
-        quantize_static(fp32_file, staged, reader, quant_format=formats[scheme.quant_format],
+        staged, fp32_staged = os.path.join(tmp, 'model.onnx'), os.path.join(tmp, 'fp32.onnx')
+        onnx.save(model, fp32_staged)
+        quantize_static(fp32_staged, staged, reader, quant_format=formats[scheme.quant_format],
                         activation_type=types[scheme.activations],
                         weight_type=types[scheme.weights], per_channel=scheme.per_channel,
                         calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude)
         quantized = onnx.load(staged)
         read_shapes_before_dequantize(quantized)
+        if scheme.graph_rewrites:
+            share_concat_quantization(quantized)
         onnx.checker.check_model(quantized)
         onnx.save(quantized, staged)
         os.replace(staged, out_file)
