@@ -31,6 +31,7 @@ KERNEL_MODELS = ('ref', 'FP32 (ours)', 'default')
 #: Scheme name -> ``Int8Scheme`` keyword arguments (``default``: the package default).
 SCHEMES = {
     'default': {},
+    'no graph rewrites': dict(graph_rewrites=False),
     'all convs INT8': dict(float_stride=0),
     'FP32 below stride 4': dict(float_stride=4),
     'FP32 head convs too': dict(float_head=True),
