@@ -15,7 +15,8 @@ real photos. Two parts stay FP32:
   would be a few pixels coarse, and these ops are cheap in FP32.
 
 Before and after quantizing, the graph rewrites of :mod:`.int8_graph` make
-ONNX Runtime's work lighter without changing what the model computes.
+ONNX Runtime's work lighter without changing what the model computes (one
+moves where a quantized value is rounded).
 """
 import contextlib
 import logging
