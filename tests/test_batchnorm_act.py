@@ -90,6 +90,22 @@ def test_channels_last_large_batch_is_accurate():
     assert _relative(grad_x, ref_grad_x) < 1e-5
 
 
+@pytest.mark.parametrize('compiled', [False, True], ids=['eager', 'compiled'])
+def test_statistics_of_channels_far_from_zero(compiled):
+    """Means 1e3 x the spread (conv outputs of raw pixels): float32 sums lose the normalised value.
+
+    No activation here: near 0 the LeakyReLU side of a value is decided by float32 rounding.
+    """
+    x, grad = _inputs((8, 8, 96, 96), torch.channels_last, seed=3)
+    x = (x - x.mean()) * 0.05 + 300.0
+    x[0, :, 0, 0] = 250.0  # an outlier first (corner) pixel: the shift the sums start from
+    fused, reference, (out, grad_x), (ref, ref_grad_x) = _run_fused(x, grad, NO_ACTIVATION,
+                                                                    compiled, steps=1)
+    assert _relative(out, ref) < 1e-4
+    assert _relative(grad_x, ref_grad_x) < 1e-4
+    assert _relative(fused.weight.grad, reference.weight.grad) < 1e-4
+
+
 def test_eval_mode_and_state_dict_are_stock():
     bn = nn.BatchNorm2d(6).eval()
     with torch.no_grad():

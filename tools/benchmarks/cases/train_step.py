@@ -1,14 +1,18 @@
 """Train step (forward + loss + backward + SGD): ours vs the reference-style step, per thread count.
 
-Ours is the MobileNet0.25 config's detector in train mode: ``model.loss`` (the
+Ours is the MobileNet0.25 config's detector in train mode as the config
+trains it: the config's ``FastTrainingHook`` applied
+(:func:`~mmretinaface.utils.training_speed.optimize_for_training`: fused
+BatchNorm + activation, channels-last tensors), then ``model.loss`` (the
 head's ``loss_by_feat``), ``parse_losses`` and the config's ``OptimWrapper``
-(backward, SGD step). The reference-style step is
+(backward, SGD step). Two more variants run ours without the hook, stock
+BatchNorm in NCHW and in channels-last. The reference-style step is
 ``mmretinaface.testing.RetinaFace`` (the reference architecture) with the
 per-image ``ReferenceMultiBoxLoss`` loop and the same SGD settings, on the same
-batch and faces. A third variant runs ours with ``channels_last`` model and
-batch. The three steps alternate in one child process per thread count and
-the ratio is the median of the ratios of the same round, so a burst of load
-from other jobs hits both steps of a pair.
+batch and faces. The steps alternate in one child process per thread count
+and the ratio is the median of the ratios of the same round, so a burst of
+load from other jobs hits both steps of a pair. Each variant's train-mode
+outputs and parameter gradients are compared with the stock model in float64.
 """
 from __future__ import annotations
 
@@ -25,10 +29,11 @@ from .loss import random_faces
 RATIO_MAX = 0.8
 #: What each variant is, for the report.
 VARIANTS = {
-    'ours': 'ours as built (NCHW): `model.loss` + `parse_losses` + the config\'s '
-            '`OptimWrapper`',
-    'ours_cl': 'ours, model and batch `channels_last`',
     'reference': 'reference-style: `testing.RetinaFace` + per-image `ReferenceMultiBoxLoss`',
+    'ours': 'ours as configured (`FastTrainingHook`: fused BN + activation, channels-last): '
+            '`model.loss` + `parse_losses` + the config\'s `OptimWrapper`',
+    'stock': 'ours without the hook: stock BatchNorm, NCHW',
+    'stock_cl': 'ours without the hook, model and batch `channels_last` (stock BatchNorm)',
 }
 
 
@@ -38,12 +43,19 @@ def _relative_error(outs, exact) -> float:
                for a, b in zip(outs, exact))
 
 
+def _relative_l2(tensors, exact) -> float:
+    """``||a - b|| / ||b||`` over all paired tensors as one vector (e.g. all gradients)."""
+    diff = sum(float((a.double() - b).pow(2).sum()) for a, b in zip(tensors, exact))
+    norm = sum(float(b.pow(2).sum()) for b in exact)
+    return (diff / max(norm, 1e-300)) ** 0.5
+
+
 def _threads(n: int) -> str:
     return f"{n} thread{'s' if n > 1 else ''}"
 
 
 def measure_train_step(p: dict) -> dict:
-    """Paired step times of ours, ours channels-last and the reference-style step."""
+    """Paired step times of the variants and the reference-style step, and their accuracy."""
     setup_child(p)
     import numpy as np
     import torch
@@ -59,6 +71,7 @@ def measure_train_step(p: dict) -> dict:
         reference_prior_box,
         to_reference_targets,
     )
+    from mmretinaface.utils.training_speed import optimize_for_training
     size, batch = p['image_size'], p['batch']
     cfg = Config.fromfile(str(MNET_CONFIG))
     sgd = cfg.optim_wrapper.optimizer
@@ -83,11 +96,24 @@ def measure_train_step(p: dict) -> dict:
     x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0)) * 50
     x_cl = x.contiguous(memory_format=torch.channels_last)
 
-    def ours_step(channels_last: bool):
+    hook_cfg = next((h for h in cfg.get('custom_hooks', []) if h.type == 'FastTrainingHook'),
+                    None)
+
+    def build_ours(variant: str):
         torch.manual_seed(0)
         model = MODELS.build(cfg.model).train()
-        if channels_last:
+        channels_last = variant == 'stock_cl'
+        if variant == 'ours' and hook_cfg is not None:
+            applied = optimize_for_training(model, hook_cfg.get('channels_last', True),
+                                            hook_cfg.get('compile', True))
+            applied_desc.append(applied.describe())
+            channels_last = applied.channels_last
+        elif channels_last:
             model = model.to(memory_format=torch.channels_last)
+        return model, channels_last
+
+    def ours_step(variant: str):
+        model, channels_last = build_ours(variant)
         optim = build_optim_wrapper(model, cfg.optim_wrapper)
         xin = x_cl if channels_last else x
 
@@ -110,20 +136,39 @@ def measure_train_step(p: dict) -> dict:
             optim.step()
         return step
 
-    # channels-last BatchNorm accuracy (the caveat): train-mode forward vs float64, fresh weights
-    torch.manual_seed(0)
-    probe = MODELS.build(cfg.model).train()
-    with torch.no_grad():
-        nchw = [t for level in probe(x, mode='tensor') for t in level]
-        cl = [t for level in probe.to(memory_format=torch.channels_last)(x_cl, mode='tensor')
-              for t in level]
-        exact = [t for level in probe.double().to(memory_format=torch.contiguous_format)(
-            x.double(), mode='tensor') for t in level]
-    accuracy = dict(ours=_relative_error(nchw, exact), ours_cl=_relative_error(cl, exact))
-    del probe, nchw, cl, exact
+    def outputs_and_grads(model, inputs):
+        """Train-mode head outputs and the parameter gradients of a fixed random weighting."""
+        model.zero_grad()
+        outs = [t for level in model(inputs, mode='tensor') for t in level]
+        weights = torch.Generator().manual_seed(1)
+        total = sum((o * torch.randn(o.shape, generator=weights, dtype=torch.float64).to(
+            o.dtype)).sum() for o in outs)
+        total.backward()
+        grads = [p.grad.detach().clone() for p in model.parameters()]
+        return [o.detach() for o in outs], grads
 
-    steps = {'reference': reference_step(), 'ours': ours_step(False),
-             'ours_cl': ours_step(True)}
+    applied_desc: List[str] = []
+    steps = {'reference': reference_step(), 'ours': ours_step('ours'),
+             'stock': ours_step('stock'), 'stock_cl': ours_step('stock_cl')}
+    first_step_s = {}
+    for name, step in steps.items():  # the first step of ours compiles its kernels
+        start = time.perf_counter()
+        step()
+        first_step_s[name] = time.perf_counter() - start
+    # train-mode accuracy of each variant (fresh weights, batch statistics) vs stock float64
+    torch.manual_seed(0)
+    exact_model = MODELS.build(cfg.model).train().double()
+    exact = outputs_and_grads(exact_model, x.double())
+    del exact_model
+    accuracy = {}
+    for variant in ('ours', 'stock', 'stock_cl'):
+        model, channels_last = build_ours(variant)
+        outs, grads = outputs_and_grads(model, x_cl if channels_last else x)
+        accuracy[variant] = dict(rel_err=_relative_error(outs, exact[0]),
+                                 grad_err=_relative_l2(grads, exact[1]))
+        del model
+    del exact
+
     cpu_clock = time.thread_time if torch.get_num_threads() == 1 else time.process_time
     wall: Dict[str, List[float]] = {name: [] for name in steps}
 
@@ -140,14 +185,15 @@ def measure_train_step(p: dict) -> dict:
     wall = {name: ts[1:] for name, ts in wall.items()}  # drop the warm-up round
     out = dict(threads=torch.get_num_threads(), n=len(times['reference']),
                clock='thread CPU' if cpu_clock is time.thread_time else 'process CPU',
-               image_size=size, batch=batch, faces=p['faces'], variants={})
+               image_size=size, batch=batch, faces=p['faces'], variants={},
+               applied=applied_desc[0] if applied_desc else 'FastTrainingHook not in the config')
     for name in steps:
         pairs = [a / b for a, b in zip(times[name], times['reference'])]
         wall_pairs = [a / b for a, b in zip(wall[name], wall['reference'])]
         out['variants'][name] = dict(
             ratio=float(np.median(pairs)), wall_ratio=float(np.median(wall_pairs)),
             ms=1e3 * float(np.median(times[name])), wall_ms=1e3 * float(np.median(wall[name])),
-            **({'rel_err': accuracy[name]} if name in accuracy else {}))
+            first_step_s=first_step_s[name], **accuracy.get(name, {}))
     return out
 
 
@@ -180,18 +226,22 @@ class TrainStepCase(Case):
             v = r['variants']
             out.append(
                 f"- **Train step vs the reference-style step** ({_threads(r['threads'])}, "
-                f"{r['image_size']} px, batch {r['batch']}, {r['faces']} faces per image): "
-                f"ours {v['ours']['ratio']:.2f}x, ours `channels_last` "
-                f"{v['ours_cl']['ratio']:.2f}x "
-                f"({r['clock']} time; wall {v['ours']['wall_ratio']:.2f}x and "
-                f"{v['ours_cl']['wall_ratio']:.2f}x); `channels_last` train-mode outputs "
-                f"{v['ours_cl']['rel_err']:.1e} from float64 (NCHW {v['ours']['rel_err']:.1e}).")
+                f"{r['image_size']} px, batch {r['batch']}, {r['faces']} faces per image, "
+                f"{r['clock']} time): ours as configured {v['ours']['ratio']:.2f}x "
+                f"(wall {v['ours']['wall_ratio']:.2f}x; {r['applied']}; first step "
+                f"{v['ours']['first_step_s']:.0f} s, compiling), stock NCHW "
+                f"{v['stock']['ratio']:.2f}x, stock `channels_last` {v['stock_cl']['ratio']:.2f}x. "
+                f"Parameter gradients vs float64: ours {v['ours']['grad_err']:.1e}, stock NCHW "
+                f"{v['stock']['grad_err']:.1e}, stock `channels_last` "
+                f"{v['stock_cl']['grad_err']:.1e}.")
         return out
 
     def render(self, result: dict) -> List[str]:
+        def err(v: dict, key: str) -> str:
+            return f'{v[key]:.1e}' if key in v else '-'
         rows = [(r['threads'], VARIANTS[name], v['ms'], v['wall_ms'], f"{v['ratio']:.3f}",
-                 f"{v['wall_ratio']:.3f}", f"{v['rel_err']:.1e}" if 'rel_err' in v else '-',
-                 r['n'], r['clock'])
+                 f"{v['wall_ratio']:.3f}", f"{v['first_step_s']:.1f}", err(v, 'rel_err'),
+                 err(v, 'grad_err'), r['n'], r['clock'])
                 for r in self._rows(result) for name, v in r['variants'].items()]
         if not rows:
             return []
@@ -201,14 +251,20 @@ class TrainStepCase(Case):
                 f"{first['image_size']} random pixels, {first['faces']} random faces per image "
                 '(boxes 16 px to half the image, 5 landmarks each), forward + loss + backward + '
                 'SGD (the config\'s lr, momentum and weight decay for both), PyTorch\'s default '
-                'init. The three steps alternate in one child process per thread count, `n` '
-                'rounds after one warm-up; `ratio` is the median of the per-round ratios to the '
-                'reference-style step in CPU time (the thread\'s with one thread, the '
-                'process\'s with two), `wall ratio` the same in wall time.', '',
+                f"init. Ours as configured: {first['applied']}. The steps alternate in one child "
+                'process per thread count, `n` rounds after one warm-up; `ratio` is the median '
+                'of the per-round ratios to the reference-style step in CPU time (the '
+                'thread\'s with one thread, the process\'s with two), `wall ratio` the same '
+                'in wall time; `first step` is the wall time of the first step (ours: '
+                'compiling the fused kernels; cached on disk by torch for later runs).', '',
                 markdown_table(['threads', 'variant', 'step CPU (ms)', 'step wall (ms)', 'ratio',
-                                'wall ratio', 'output rel. error vs float64', 'n', 'clock'],
-                               rows, 'llrrrrrrl'), '',
-                '`output rel. error vs float64`: largest relative error of the head outputs of '
-                'a fresh train-mode model (batch statistics) against the same model in float64: '
-                'channels-last BatchNorm accumulates its statistics less accurately, see '
+                                'wall ratio', 'first step (s)', 'outputs error',
+                                'gradients error', 'n', 'clock'],
+                               rows, 'llrrrrrrrrl'), '',
+                'Errors against the stock model in float64, fresh train-mode models (batch '
+                'statistics) on the same batch: `outputs`: largest max |a - b| / max |b| over '
+                'the head outputs; `gradients`: ||a - b|| / ||b|| of all parameter gradients (of '
+                'a fixed random weighting of the outputs) as one vector. A randomly initialised '
+                'deep network amplifies float32 rounding, so compare the variants with each '
+                'other; stock channels-last BatchNorm on CPU accumulates in float32, see '
                 '"Training step (item 4)" below.', '']
