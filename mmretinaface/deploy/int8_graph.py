@@ -120,7 +120,7 @@ def pad_conv_channels(model, names: Collection[str], multiple: int = 16) -> int:
     return padded
 
 
-def _static_shapes(model, height: int, width: int) -> Dict[str, List[int]]:
+def static_shapes(model, height: int, width: int) -> Dict[str, List[int]]:
     """Tensor name -> shape from ONNX shape inference (with data propagation) on a copy
     of ``model`` whose image input is ``(1, C, height, width)``; unknown shapes left out."""
     import onnx
@@ -156,7 +156,7 @@ def resize_sizes_from_shape(model, probes=((257, 193), (256, 320))) -> int:
     from onnx import helper
     graph = model.graph
     consumers = _consumers(graph)
-    shapes = [_static_shapes(model, *hw) for hw in probes]
+    shapes = [static_shapes(model, *hw) for hw in probes]
     rewired = 0
     for node in [n for n in graph.node if n.op_type == 'Resize' and len(n.input) == 4]:
         adds = consumers.get(node.output[0], [])

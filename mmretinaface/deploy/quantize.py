@@ -74,21 +74,9 @@ def conv_input_strides(model, side: int = 256) -> Dict[str, float]:
     From ONNX shape inference on a copy of ``model`` with a ``side x side``
     input; convs whose input shape stays unknown are left out.
     """
-    import onnx
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    initializers = {t.name for t in probe.graph.initializer}
-    for value in probe.graph.input:
-        if value.name not in initializers:
-            dims = value.type.tensor_type.shape.dim
-            for axis, size in zip(range(len(dims)), (1, None, side, side)):
-                if size is not None:
-                    dims[axis].Clear()
-                    dims[axis].dim_value = size
-    inferred = onnx.shape_inference.infer_shapes(probe)
-    widths = {v.name: v.type.tensor_type.shape.dim[-1].dim_value
-              for v in [*inferred.graph.value_info, *inferred.graph.input]
-              if len(v.type.tensor_type.shape.dim) == 4}
+    from .int8_graph import static_shapes
+    widths = {name: shape[-1] for name, shape in static_shapes(model, side, side).items()
+              if len(shape) == 4}
     return {n.name: side / widths[n.input[0]] for n in model.graph.node
             if n.op_type == 'Conv' and widths.get(n.input[0], 0) > 0}
 
