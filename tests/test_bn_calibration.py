@@ -182,11 +182,12 @@ def test_calib_images_errors(tmp_path, capsys, case):
     rc = main(argv + (['--no-calibrate'] if case == 'both' else []))
     err = capsys.readouterr().err
     assert rc == 2 and not out.exists()
-    expected = {'missing': f'calibration image folder not found: {folder}',
-                'empty': 'no readable images', 'both': 'exclude each other'}[case]
+    expected = {'missing': f'calibration images: {folder} is not a folder',
+                'empty': f'none of the 1 image files in {folder} could be read',
+                'both': 'exclude each other'}[case]
     assert expected in err
     if case == 'empty':
-        assert 'broken.jpg' in err
+        assert str(folder / 'broken.jpg') in err
 
 
 # ------------------------------------------------- train-mode vs eval-mode loss

@@ -6,8 +6,8 @@ import onnx
 import pytest
 
 from mmretinaface.apis import bundled_photo, get_config_path, load_image
+from mmretinaface.apis.image_io import read_image_folder
 from mmretinaface.deploy import export_onnx
-from mmretinaface.deploy.calibration import folder_images
 from mmretinaface.deploy.int8_eval import box_iou, compare_faces, face_mosaics, group_photo
 from mmretinaface.deploy.onnx_runtime import OnnxFaceDetector
 from mmretinaface.deploy.quantize import float_nodes
@@ -116,7 +116,7 @@ def test_calibration_on_a_user_folder(tmp_path, converted_checkpoint, fp32_onnx)
     (folder / 'notes.txt').write_text('not an image')
     (folder / 'broken.jpg').write_bytes(b'not a jpeg')
     with pytest.warns(UserWarning, match='skipped 1 unreadable'):
-        assert len(folder_images(str(tmp_path / 'photos'))) == 2
+        assert len(read_image_folder(tmp_path / 'photos')) == 2
     out = tmp_path / 'int8_user.onnx'
     assert main([CONFIG, converted_checkpoint, '--out', str(out), '--decode',
                  '--int8', '--calib-images', str(tmp_path / 'photos')]) == 0

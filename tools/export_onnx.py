@@ -76,9 +76,10 @@ def main(argv=None) -> int:
         return 2
     calib_images = None
     if args.calib_images:  # bad folders fail before the slow part
-        from mmretinaface.deploy.calibration import folder_images
+        from mmretinaface.apis.image_io import read_image_folder
         try:
-            calib_images = folder_images(args.calib_images)
+            calib_images = [image for _, image in
+                            read_image_folder(args.calib_images, purpose='calibration images')]
         except (OSError, ValueError) as err:
             print(f'error: {err}', file=sys.stderr)
             return 2

@@ -1,12 +1,15 @@
 """Image loading that never crashes deep in torch: clear errors, any common format.
 
 Returns BGR ``uint8`` (the model's input convention) for grayscale, RGBA,
-16-bit and palette images, and applies the EXIF orientation. Also the
+16-bit and palette images, and applies the EXIF orientation. Also the one
+reader of a user's image folder (the calibration images of
+``tools/convert_weights.py`` and ``tools/export_onnx.py --int8``) and the
 public-domain photos bundled in installed packages (demo and tests).
 """
 import importlib.util
 import os
-from typing import Optional, Union
+import warnings
+from typing import List, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -93,6 +96,78 @@ def load_image(path: Union[str, os.PathLike]) -> np.ndarray:
     image = to_bgr_uint8(image, source=path)
     transform = _EXIF_TRANSFORMS.get(exif_orientation(data))
     return np.ascontiguousarray(transform(image)) if transform else image
+
+
+#: File name endings (any case) that :func:`read_image_folder` reads; all decode with OpenCV.
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+#: Default cap on the image files read from one folder (each is held in memory at full size).
+MAX_FOLDER_IMAGES = 200
+#: Default smallest shorter side (pixels) of a folder image; smaller ones are skipped.
+MIN_IMAGE_SIDE = 32
+
+
+def _listing(names: List[str], limit: int = 10) -> str:
+    """``names`` one per indented line, at most ``limit`` of them."""
+    more = f'\n  ... and {len(names) - limit} more' if len(names) > limit else ''
+    return '\n  ' + '\n  '.join(names[:limit]) + more
+
+
+def read_image_folder(folder: Union[str, os.PathLike], max_images: int = MAX_FOLDER_IMAGES,
+                      min_side: int = MIN_IMAGE_SIDE, purpose: str = 'image folder',
+                      ) -> List[Tuple[str, np.ndarray]]:
+    """The images of a user's folder as ``(path relative to folder, BGR uint8)`` pairs.
+
+    Rules: every file under ``folder`` and its sub-folders whose name ends in
+    :data:`IMAGE_EXTENSIONS` (any case), sorted by relative path; when there
+    are more than ``max_images``, ``max_images`` of them spread evenly over
+    the sorted list (a warning says so); each read with :func:`load_image`
+    (EXIF orientation applied). Files that cannot be read or whose shorter
+    side is under ``min_side`` pixels are skipped with one warning naming
+    them. ``purpose`` starts every message.
+
+    Raises:
+        FileNotFoundError: ``folder`` is missing or not a directory.
+        ValueError: it holds no image file (the other files are named), or
+            none of the image files was usable (each is named with the reason).
+    """
+    folder = os.fspath(folder)
+    if max_images < 1 or min_side < 1:
+        raise ValueError(f'{purpose}: max_images and min_side must be >= 1, '
+                         f'got {max_images} and {min_side}')
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f'{purpose}: {folder} is not a folder (missing or a file)')
+    files = sorted(os.path.relpath(os.path.join(root, name), folder)
+                   for root, _, names in os.walk(folder) for name in names)
+    paths = [f for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
+    if not paths:
+        others = f'; it holds: {", ".join(files[:5])}{" ..." if len(files) > 5 else ""}' \
+            if files else ' (it is empty)'
+        raise ValueError(f'{purpose}: no image file ({" ".join(IMAGE_EXTENSIONS)}) in '
+                         f'{folder}{others}')
+    if len(paths) > max_images:
+        warnings.warn(f'{purpose}: {folder} holds {len(paths)} image files; reading '
+                      f'{max_images} of them, spread evenly over the sorted list', stacklevel=2)
+        paths = [paths[i * len(paths) // max_images] for i in range(max_images)]
+    images, skipped = [], []
+    for rel in paths:
+        path = os.path.join(folder, rel)
+        try:
+            image = load_image(path)
+        except (ImageReadError, ValueError, cv2.error) as err:
+            skipped.append(str(err) if path in str(err) else f'{path}: {err}')
+            continue
+        if min(image.shape[:2]) < min_side:
+            skipped.append(f'{path}: {image.shape[1]}x{image.shape[0]} px, shorter side '
+                           f'under {min_side} px')
+            continue
+        images.append((rel, image))
+    if not images:
+        raise ValueError(f'{purpose}: none of the {len(paths)} image files in {folder} could '
+                         f'be read as an image of at least {min_side} px:' + _listing(skipped))
+    if skipped:
+        warnings.warn(f'{purpose}: skipped {len(skipped)} unreadable or too small image '
+                      f'file(s) of {folder}:' + _listing(skipped), stacklevel=2)
+    return images
 
 
 #: Public-domain photos with one face each, shipped inside installed packages.

@@ -24,8 +24,6 @@ ship (matplotlib's and scikit-image's sample photos; people first), cut into
 square crops at several scales and 2x2 / 3x3 mosaics with flips and
 brightness/contrast changes, like RetinaFace's training crops.
 """
-import os
-import os.path as osp
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
@@ -35,11 +33,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..apis.image_io import PACKAGED_PHOTOS, packaged_photo_path
+from ..apis.image_io import PACKAGED_PHOTOS, load_image, packaged_photo_path, read_image_folder
 
 #: Photos with faces are drawn this many times as often as the others.
 FACE_WEIGHT = 3.0
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 
 #: Defaults: 32 views of 640 px (the training crop size), 8 per forward pass.
 NUM_VIEWS = 32
@@ -56,41 +53,23 @@ class Photo:
         self.name, self.image, self.has_face, self.weight = name, image, has_face, float(weight)
 
 
-def _read_bgr(path: str) -> Optional[np.ndarray]:
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    return image if image is not None and min(image.shape[:2]) >= 32 else None
-
-
 def packaged_photos() -> List[Photo]:
     """The real photographs of :data:`~mmretinaface.apis.image_io.PACKAGED_PHOTOS` found
     on disk (may be empty)."""
     photos = []
     for name, (_, _, has_face) in PACKAGED_PHOTOS.items():
         path = packaged_photo_path(name)
-        image = None if path is None else _read_bgr(path)
-        if image is not None:
-            photos.append(Photo(name, image, has_face, FACE_WEIGHT if has_face else 1.0))
+        if path is not None:
+            photos.append(Photo(name, load_image(path), has_face,
+                                FACE_WEIGHT if has_face else 1.0))
     return photos
 
 
 def folder_photos(folder: str) -> List[Photo]:
-    """Every readable image in ``folder`` and its sub-folders (sorted); errors if none."""
-    if not osp.isdir(folder):
-        raise FileNotFoundError(f'calibration image folder not found: {folder}')
-    paths = sorted(osp.join(root, f) for root, _, files in os.walk(folder) for f in files
-                   if f.lower().endswith(IMAGE_EXTENSIONS))
-    photos, unreadable = [], []
-    for path in paths:
-        image = _read_bgr(path)
-        if image is None:
-            unreadable.append(path)
-        else:
-            photos.append(Photo(osp.relpath(path, folder), image))
-    if not photos:
-        raise ValueError(f'no readable images ({"/".join(IMAGE_EXTENSIONS)}) in {folder}'
-                         + (f'; unreadable or smaller than 32 px: {unreadable[:3]}'
-                            if unreadable else ''))
-    return photos
+    """The images of ``folder`` by the rules of
+    :func:`~mmretinaface.apis.image_io.read_image_folder` (named by relative path)."""
+    return [Photo(name, image)
+            for name, image in read_image_folder(folder, purpose='calibration images')]
 
 
 # ----------------------------------------------------------------------- views

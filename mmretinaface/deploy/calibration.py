@@ -6,9 +6,9 @@ cameraman, coffee, cat, rocket, motorcycle, coins and two textures): each
 photo at two scales (longer side 640 and 320 px, the sizes the model usually
 runs at) plus mosaics of the three face photos at several scales, so the
 activation ranges cover small and large faces, indoor and outdoor scenes.
-``--calib-images DIR`` replaces it with the user's photos (same scaling).
+``--calib-images DIR`` replaces it with the user's photos (same scaling), read
+by :func:`~mmretinaface.apis.image_io.read_image_folder`.
 """
-import os
 from typing import Iterator, List, Optional, Sequence
 
 import cv2
@@ -21,7 +21,6 @@ BUNDLED_CALIBRATION_PHOTOS = ('grace_hopper', 'astronaut', 'camera', 'coffee', '
 NUM_FACE_PHOTOS = 3
 #: Longer sides (pixels) every calibration photo is resized to.
 CALIBRATION_SIDES = (640, 320)
-IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
 
 def bundled_photo_paths() -> List[str]:
@@ -29,38 +28,6 @@ def bundled_photo_paths() -> List[str]:
     from ..apis.image_io import require_packaged_photo
     purpose = 'the default INT8 calibration photos (or pass --calib-images DIR)'
     return [require_packaged_photo(name, purpose) for name in BUNDLED_CALIBRATION_PHOTOS]
-
-
-def folder_images(folder: str, max_images: int = 200) -> List[np.ndarray]:
-    """BGR uint8 images of ``folder`` (recursively, sorted by path, at most ``max_images``).
-
-    Raises:
-        FileNotFoundError: ``folder`` is not a directory.
-        ValueError: it holds no image file, or none of them could be read
-            (unreadable files are named in the message).
-    """
-    from ..apis.image_io import ImageReadError, load_image
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f'calibration images: {folder!r} is not a folder')
-    files = sorted(os.path.join(root, name) for root, _, names in os.walk(folder)
-                   for name in names if name.lower().endswith(IMAGE_SUFFIXES))
-    if not files:
-        raise ValueError(f'calibration images: no image file ({", ".join(IMAGE_SUFFIXES)}) '
-                         f'in {folder!r}')
-    images, failed = [], []
-    for path in files[:max_images]:
-        try:
-            images.append(load_image(path))
-        except (ImageReadError, ValueError) as err:
-            failed.append(f'{path}: {err}')
-    if not images:
-        raise ValueError(f'calibration images: none of the {len(failed)} files in {folder!r} '
-                         'could be read:\n  ' + '\n  '.join(failed[:10]))
-    if failed:
-        import warnings
-        warnings.warn(f'calibration images: skipped {len(failed)} unreadable files:\n  ' +
-                      '\n  '.join(failed[:10]), stacklevel=2)
-    return images
 
 
 def resize_longer_side(image: np.ndarray, side: int) -> np.ndarray:
@@ -110,7 +77,8 @@ def calibration_images(images: Optional[Sequence[np.ndarray]] = None,
     """
     mosaics = 0
     if images is None:
-        images = [cv2.imread(path, cv2.IMREAD_COLOR) for path in bundled_photo_paths()]
+        from ..apis.image_io import load_image
+        images = [load_image(path) for path in bundled_photo_paths()]
         mosaics = num_mosaics
     out = [resize_longer_side(img, side) for img in images for side in sides]
     rng = np.random.default_rng(seed)
