@@ -120,6 +120,10 @@ def test_halving_averages_2x2_blocks_and_halves_the_scale():
     half = halve_image(image)
     assert half.dtype == torch.uint8
     torch.testing.assert_close(half, torch.tensor([[[2, 6]], [[10, 20]]], dtype=torch.uint8))
+    # a channels-last view (what FaceInferencer packs): same pixels, still such a view
+    view = image.permute(1, 2, 0).contiguous().permute(2, 0, 1)
+    half_view = halve_image(view)
+    assert torch.equal(half_view, half) and half_view.permute(1, 2, 0).is_contiguous()
     sample = DetDataSample(metainfo=dict(img_shape=(3, 5), scale_factor=(2.0, 4.0),
                                          pyramid_scale=1.0))
     data = halve_data(dict(inputs=[image], data_samples=[sample]))
