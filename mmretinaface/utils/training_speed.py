@@ -43,9 +43,9 @@ def optimize_for_training(model: nn.Module, channels_last: bool = True,
     ``torch.compile`` to work here (a C++ compiler); otherwise the model is
     left as it is and the reason is returned.
 
-    Measured (docs/benchmarks.md, train step): MobileNet0.25, 640 px, batch 8,
-    one thread: 0.71x the stock NCHW step; the first step compiles for about
-    40 s.
+    Measured (docs/benchmarks.md, train step): MobileNet0.25, 640 px, batch 8:
+    0.78x the stock NCHW step with one thread, 0.71x with two; the first step
+    compiles for about 40 s.
     """
     from mmretinaface.models.layers import (
         compiled_kernels_error,
