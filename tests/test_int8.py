@@ -58,7 +58,7 @@ def test_int8_model_is_quantized_with_the_same_interface(int8_onnx, fp32_onnx):
     assert len(int8_weights) >= len(quantized)
     shapes = [n for n in int8.graph.node if n.op_type == 'Shape']
     assert shapes and all(producers.get(n.input[0]) != 'DequantizeLinear' for n in shapes)
-    # the graph rewrites (tests/test_int8_graph.py): stem padded to 16 channels, upsampling
+    # the graph rewrites (tests/test_graph_rewrites.py): stem padded to 16 channels, upsampling
     # sizes read from a Shape, the SSH concats' inputs on the output grid (QLinearConcat copies)
     weights = {t.name: onnx.numpy_helper.to_array(t) for t in int8.graph.initializer}
     assert weights[convs[0].input[1]].shape[0] == 16

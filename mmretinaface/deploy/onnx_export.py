@@ -47,8 +47,10 @@ class RetinaFaceExportWrapper(nn.Module):
 
 
 def export_onnx(detector: nn.Module, out_file: str, decode: bool = False, opset: int = 17,
-                sample_hw: Tuple[int, int] = (480, 640)) -> None:
-    """Export with dynamic batch / height / width and check it loads in onnx."""
+                sample_hw: Tuple[int, int] = (480, 640), rewrite: bool = True) -> None:
+    """Export with dynamic batch / height / width, apply the exact FP32 graph rewrites
+    (:func:`~.graph_rewrites.rewrite_fp32_graph`; ``rewrite=False``: the graph as
+    ``torch.onnx`` writes it, to measure them) and check the model."""
     wrapper = RetinaFaceExportWrapper(detector.eval(), decode=decode).eval()
     sample = torch.zeros(1, 3, *sample_hw)
     names = ['boxes', 'scores', 'landmarks'] if decode else ['loc', 'conf', 'landmarks']
@@ -62,7 +64,13 @@ def export_onnx(detector: nn.Module, out_file: str, decode: bool = False, opset:
                           output_names=names, dynamic_axes=dynamic_axes, opset_version=opset,
                           dynamo=False)
     import onnx
-    onnx.checker.check_model(onnx.load(out_file))
+
+    from .graph_rewrites import rewrite_fp32_graph
+    model = onnx.load(out_file)
+    if rewrite:  # exact; ONNX Runtime runs the result faster (docs/deployment.md)
+        rewrite_fp32_graph(model)
+    onnx.checker.check_model(model)
+    onnx.save(model, out_file)
 
 
 #: Agreement expected between onnxruntime and PyTorch (see tests/test_export_onnx.py):

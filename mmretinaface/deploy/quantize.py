@@ -14,7 +14,7 @@ real photos. Two parts stay FP32:
   in a ``--decode`` export, box / landmark decoding): 8-bit pixel coordinates
   would be a few pixels coarse, and these ops are cheap in FP32.
 
-Before and after quantizing, the graph rewrites of :mod:`.int8_graph` make
+Before and after quantizing, the graph rewrites of :mod:`.graph_rewrites` make
 ONNX Runtime's work lighter without changing what the model computes (one
 moves where a quantized value is rounded).
 """
@@ -44,7 +44,7 @@ class Int8Scheme:
         float_stride: convolutions reading a feature map of stride below this
             (input pixels per feature pixel; 0: none) stay FP32, with their activation.
         float_head: the last convolutions (class / box / landmark heads) stay FP32 too.
-        graph_rewrites: apply the rewrites of :mod:`.int8_graph` (off: only to
+        graph_rewrites: apply the rewrites of :mod:`.graph_rewrites` (off: only to
             measure what they give).
     """
 
@@ -74,7 +74,7 @@ def conv_input_strides(model, side: int = 256) -> Dict[str, float]:
     From ONNX shape inference on a copy of ``model`` with a ``side x side``
     input; convs whose input shape stays unknown are left out.
     """
-    from .int8_graph import static_shapes
+    from .graph_rewrites import static_shapes
     widths = {name: shape[-1] for name, shape in static_shapes(model, side, side).items()
               if len(shape) == 4}
     return {n.name: side / widths[n.input[0]] for n in model.graph.node
@@ -154,7 +154,7 @@ def quantize_int8(fp32_file: str, out_file: str,
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     from .calibration import CalibrationReader, calibration_images
-    from .int8_graph import (
+    from .graph_rewrites import (
         pad_conv_channels,
         read_shapes_before_dequantize,
         resize_sizes_from_shape,

@@ -1,4 +1,4 @@
-"""The INT8 export's graph rewrites (mmretinaface.deploy.int8_graph) against the un-rewritten
+"""The INT8 export's graph rewrites (mmretinaface.deploy.graph_rewrites) against the un-rewritten
 graphs, run by onnxruntime on random inputs of several sizes (odd ones too)."""
 import numpy as np
 import onnx
@@ -7,10 +7,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from mmretinaface.deploy import export_onnx
-from mmretinaface.deploy.int8_graph import (
+from mmretinaface.deploy.graph_rewrites import (
     pad_conv_channels,
     read_shapes_before_dequantize,
     resize_sizes_from_shape,
+    rewrite_fp32_graph,
     share_concat_quantization,
 )
 from mmretinaface.deploy.quantize import float_nodes
@@ -88,9 +89,29 @@ def test_pad_conv_channels_leaves_convs_it_cannot_pad():
 
 @pytest.fixture(scope='module')
 def fp32_model(tmp_path_factory, mobilenet_detector):
-    path = tmp_path_factory.mktemp('int8_graph') / 'fp32.onnx'
-    export_onnx(mobilenet_detector, str(path))
+    """The FP32 export as torch.onnx writes it (before the rewrites)."""
+    path = tmp_path_factory.mktemp('graph_rewrites') / 'fp32.onnx'
+    export_onnx(mobilenet_detector, str(path), rewrite=False)
     return onnx.load(str(path))
+
+
+def test_the_fp32_export_carries_the_exact_rewrites_once(fp32_model, mobilenet_detector,
+                                                          tmp_path):
+    rewritten = copy(fp32_model)
+    assert rewrite_fp32_graph(rewritten) == dict(padded_convs=1, resize_sizes=2)
+    again = copy(rewritten)
+    assert rewrite_fp32_graph(again) == dict(padded_convs=0, resize_sizes=0)  # idempotent
+    assert again.SerializeToString() == rewritten.SerializeToString()
+    path = tmp_path / 'default.onnx'
+    export_onnx(mobilenet_detector, str(path))  # the default export: rewritten
+    default = onnx.load(str(path))
+    assert rewrite_fp32_graph(copy(default)) == dict(padded_convs=0, resize_sizes=0)
+    first = next(n for n in default.graph.node if n.op_type == 'Conv')
+    widths = {t.name: t.dims[0] for t in default.graph.initializer}
+    assert widths[first.input[1]] == 16  # the stem's 8 channels padded
+    x = random_images(1, 37, 53)
+    for got, want in zip(run(default, {'image': x}), run(fp32_model, {'image': x})):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
 def test_rewrites_of_the_fp32_export_keep_its_outputs(fp32_model):

@@ -1,10 +1,12 @@
-"""Graph rewrites that make the INT8 export faster in ONNX Runtime (pure ``onnx.ModelProto`` edits).
+"""Graph rewrites that make the exports faster in ONNX Runtime (pure ``onnx.ModelProto`` edits).
 
 Each rewrite keeps the model's function: the first two are exact for every
-input size (zero channels, the same sizes from another tensor's shape); the
-last two change only which tensor a ``Shape`` reads or where a quantized
-value is rounded. Measured gains are in docs/deployment.md; each has a unit
-test against the un-rewritten graph (tests/test_int8_graph.py).
+input size (zero channels, the same sizes from another tensor's shape) and
+every FP32 export gets them (:func:`rewrite_fp32_graph`; the INT8 export
+quantizes that graph); the last two, for the quantized graph, change only
+which tensor a ``Shape`` reads or where a quantized value is rounded.
+Measured gains are in docs/deployment.md; each has a unit test against the
+un-rewritten graph (tests/test_graph_rewrites.py).
 
 * :func:`pad_conv_channels` (FP32 graph): the stem's 8-channel convs get 8
   zero channels. ONNX Runtime's blocked FP32 kernels (NCHWc) work in blocks
@@ -120,6 +122,14 @@ def pad_conv_channels(model, names: Collection[str], multiple: int = 16) -> int:
     return padded
 
 
+def rewrite_fp32_graph(model) -> Dict[str, int]:
+    """The exact FP32 rewrites, in place: every conv may be padded, then the upsampling
+    sizes. Idempotent (a rewritten graph has nothing left to rewrite); returns the counts."""
+    convs = [n.name for n in model.graph.node if n.op_type == 'Conv']
+    return dict(padded_convs=pad_conv_channels(model, convs),
+                resize_sizes=resize_sizes_from_shape(model))
+
+
 def static_shapes(model, height: int, width: int) -> Dict[str, List[int]]:
     """Tensor name -> shape from ONNX shape inference (with data propagation) on a copy
     of ``model`` whose image input is ``(1, C, height, width)``; unknown shapes left out."""
@@ -156,6 +166,7 @@ def resize_sizes_from_shape(model, probes=((257, 193), (256, 320))) -> int:
     from onnx import helper
     graph = model.graph
     consumers = _consumers(graph)
+    producer = {out: n for n in graph.node for out in n.output}
     shapes = [static_shapes(model, *hw) for hw in probes]
     rewired = 0
     for node in [n for n in graph.node if n.op_type == 'Resize' and len(n.input) == 4]:
@@ -163,6 +174,9 @@ def resize_sizes_from_shape(model, probes=((257, 193), (256, 320))) -> int:
         if len(adds) != 1 or adds[0].op_type != 'Add':
             continue
         (partner, ) = [name for name in adds[0].input if name != node.output[0]] or [None]
+        source = producer.get(node.input[3])
+        if source is not None and source.op_type == 'Shape' and source.input[0] == partner:
+            continue  # already rewired
         if partner is None or not all(
                 node.output[0] in s and s.get(partner) == s[node.output[0]] for s in shapes):
             continue
