@@ -76,9 +76,7 @@ def bn_act_backward(grad_out: Tensor, x: Tensor, weight: Tensor, bias: Tensor, m
     grad_bias = grad_y.sum(dim=(0, 2, 3))
     grad_weight = (grad_y * xhat).sum(dim=(0, 2, 3))
     grad_x = _per_channel(weight * invstd) * (
-        grad_y - _per_channel((grad_bias / count).to(x.dtype))
-        - xhat * _per_channel((grad_weight / count).to(x.dtype)))
-    grad_weight, grad_bias = grad_weight.to(weight.dtype), grad_bias.to(bias.dtype)
+        grad_y - _per_channel(grad_bias / count) - xhat * _per_channel(grad_weight / count))
     return grad_x, grad_weight, grad_bias
 
 

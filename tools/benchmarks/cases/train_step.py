@@ -98,16 +98,17 @@ def measure_train_step(p: dict) -> dict:
 
     hook_cfg = next((h for h in cfg.get('custom_hooks', []) if h.type == 'FastTrainingHook'),
                     None)
+    applied = {}  # variant -> what optimize_for_training did (the same for every build)
 
     def build_ours(variant: str):
         torch.manual_seed(0)
         model = MODELS.build(cfg.model).train()
         channels_last = variant == 'stock_cl'
         if variant == 'ours' and hook_cfg is not None:
-            applied = optimize_for_training(model, hook_cfg.get('channels_last', True),
-                                            hook_cfg.get('compile', True))
-            applied_desc.append(applied.describe())
-            channels_last = applied.channels_last
+            result = optimize_for_training(model, hook_cfg.get('channels_last', True),
+                                           hook_cfg.get('compile', True))
+            applied[variant] = result.describe()
+            channels_last = result.channels_last
         elif channels_last:
             model = model.to(memory_format=torch.channels_last)
         return model, channels_last
@@ -147,7 +148,6 @@ def measure_train_step(p: dict) -> dict:
         grads = [p.grad.detach().clone() for p in model.parameters()]
         return [o.detach() for o in outs], grads
 
-    applied_desc: List[str] = []
     steps = {'reference': reference_step(), 'ours': ours_step('ours'),
              'stock': ours_step('stock'), 'stock_cl': ours_step('stock_cl')}
     first_step_s = {}
@@ -186,7 +186,7 @@ def measure_train_step(p: dict) -> dict:
     out = dict(threads=torch.get_num_threads(), n=len(times['reference']),
                clock='thread CPU' if cpu_clock is time.thread_time else 'process CPU',
                image_size=size, batch=batch, faces=p['faces'], variants={},
-               applied=applied_desc[0] if applied_desc else 'FastTrainingHook not in the config')
+               applied=applied.get('ours', 'FastTrainingHook not in the config'))
     for name in steps:
         pairs = [a / b for a, b in zip(times[name], times['reference'])]
         wall_pairs = [a / b for a, b in zip(wall[name], wall['reference'])]
