@@ -41,7 +41,7 @@ test-all: $(STAMP) lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 benchmark: $(STAMP)
-	$(PY) tools/benchmark.py --threads 1 --out docs/benchmarks.md
+	$(PY) tools/analysis_tools/benchmark.py --threads 1 --out docs/benchmarks.md
 
 clean-venv:
 	rm -rf $(VENV)
