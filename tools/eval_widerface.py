@@ -5,8 +5,10 @@
 
 ``--pred`` holds ``<event>/<name>.txt`` files (name line, count line,
 ``x y w h score`` lines); ``--gt`` holds ``wider_face_val.mat`` and
-``wider_{easy,medium,hard}_val.mat``. Missing event folders or image files are
-treated as images without detections (with a warning giving how many); a
+``wider_{easy,medium,hard}_val.mat``. When ``--pred`` covers only part of val,
+the images with a prediction file are evaluated: the official protocol
+restricted to them (a warning gives how many); ``--all-images`` evaluates
+every val image instead, those without a file as images without detections. A
 prediction file for an image not in the ground truth, a name line that does
 not match its file, a malformed line or a NaN score are errors.
 """
@@ -18,7 +20,11 @@ from typing import Dict, List, Optional
 
 from mmretinaface.evaluation.plots import plot_pr_curves
 from mmretinaface.evaluation.widerface_io import load_widerface_predictions
-from mmretinaface.evaluation.widerface_protocol import evaluate_widerface, load_widerface_gt
+from mmretinaface.evaluation.widerface_protocol import (
+    evaluate_widerface,
+    load_widerface_gt,
+    subset_message,
+)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -29,6 +35,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--iou-thr', type=float, default=0.5, help='IoU threshold (0.5)')
     parser.add_argument('--num-thresholds', type=int, default=1000,
                         help='score thresholds of the PR curve (1000)')
+    parser.add_argument('--all-images', action='store_true',
+                        help='evaluate all val images, those without a prediction file as '
+                        'no detections (default: only the images with a prediction file)')
     return parser.parse_args(argv)
 
 
@@ -42,8 +51,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # missing images are reported below
         result = evaluate_widerface(preds, gt, args.iou_thr, args.num_thresholds,
-                                    warn_missing=False)
+                                    warn_missing=False, subset=not args.all_images)
     done = time.perf_counter()
+    if len(preds) < len(gt) and not args.all_images:
+        print(f'warning: {subset_message(len(preds), gt)} (--all-images counts the others '
+              'as images without detections)', file=sys.stderr)
     if result.missing:
         print(f'warning: {len(result.missing)} of {len(gt)} images have no prediction file '
               f'and are treated as no detections (e.g. {result.missing[:3]})', file=sys.stderr)

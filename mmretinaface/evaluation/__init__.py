@@ -24,15 +24,18 @@ from .widerface_protocol import (
     image_key,
     load_widerface_gt,
     normalize_scores,
+    restrict_gt,
+    subset_message,
     voc_ap,
     xyxy_to_xywh,
 )
 
 __all__ = [
     'WiderFaceMetric', 'WiderFaceGT', 'WiderFaceResult', 'PRCurve', 'WIDERFACE_SETTINGS',
-    'load_widerface_gt', 'evaluate_widerface', 'evaluate_images', 'bbox_overlaps_plus1',
-    'normalize_scores', 'voc_ap', 'xyxy_to_xywh', 'image_key', 'load_widerface_predictions',
-    'read_prediction_file', 'write_widerface_predictions', 'plot_pr_curves',
+    'load_widerface_gt', 'evaluate_widerface', 'restrict_gt', 'subset_message',
+    'evaluate_images', 'bbox_overlaps_plus1', 'normalize_scores', 'voc_ap', 'xyxy_to_xywh',
+    'image_key', 'load_widerface_predictions', 'read_prediction_file',
+    'write_widerface_predictions', 'plot_pr_curves',
     'default_landmark_pairs', 'landmark_nme', 'match_faces', 'pair_direction',
 ]
 

@@ -30,6 +30,7 @@ from .widerface_protocol import (
     evaluate_widerface,
     image_key,
     load_widerface_gt,
+    subset_message,
     xyxy_to_xywh,
 )
 
@@ -54,7 +55,9 @@ class WiderFaceMetric(BaseMetric):
 
     Args:
         gt_dir: folder with ``wider_face_val.mat`` and
-            ``wider_{easy,medium,hard}_val.mat``. Without it (or when files
+            ``wider_{easy,medium,hard}_val.mat``. When the data set holds only
+            part of val, the images present are evaluated (the official
+            protocol restricted to them; warned once). Without ``gt_dir`` (or when files
             are missing: a warning) the metric falls back to AP@0.5 on the data
             samples' gt boxes (key ``AP50``), all non-ignored faces counting.
         iou_thr: IoU for a match ("+1" pixel convention), 0.5 officially.
@@ -94,6 +97,7 @@ class WiderFaceMetric(BaseMetric):
         self.landmark_pairs = None if landmark_pairs is None else [
             (int(i), int(j)) for i, j in landmark_pairs]
         self._gt: Optional[WiderFaceGT] = None
+        self._subset_warned = False
 
     # ------------------------------------------------------------------ process
     def _pairs(self, num_keypoints: int) -> List[Tuple[int, int]]:
@@ -194,11 +198,10 @@ class WiderFaceMetric(BaseMetric):
         gt = self._load_gt(logger)
         if gt is not None:
             res = evaluate_widerface(preds, gt, self.iou_thr, self.num_thresholds,
-                                     warn_missing=False)
-            if res.missing:
-                logger.warning(f'WiderFaceMetric: {len(res.missing)} of {len(gt)} WIDER FACE '
-                               'images have no predictions and are treated as no detections '
-                               f'(e.g. {res.missing[:3]})')
+                                     warn_missing=False, subset=True)
+            if len(preds) < len(gt) and not self._subset_warned:
+                self._subset_warned = True
+                logger.warning(f'WiderFaceMetric: {subset_message(len(preds), gt)}')
             curves = res.curves
             metrics.update({f'{s}_AP': c.ap for s, c in curves.items()})
         else:

@@ -26,7 +26,7 @@ evaluates in seconds.
 import os.path as osp
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -410,25 +410,59 @@ class WiderFaceResult:
         return {s: c.ap for s, c in self.curves.items()}
 
 
+def _check_known(keys: Iterable[str], gt: WiderFaceGT) -> None:
+    unknown = sorted(set(keys).difference(gt.keys))
+    if unknown:
+        raise ValueError(f'{len(unknown)} predicted images are not in the WIDER FACE ground '
+                         f'truth, e.g. {unknown[:5]}; keys must be "<event>/<name>"')
+
+
+def restrict_gt(gt: WiderFaceGT, keys: Iterable[str]) -> WiderFaceGT:
+    """The ground truth of the images ``keys`` only (official order kept).
+
+    Evaluating it is the official protocol restricted to those images: their
+    faces and keep lists only, and (with their predictions only) the score
+    normalisation and PR thresholds over their predictions. Used to score a
+    part of val (e.g. a small data root) without the rest counting as missed.
+
+    Raises:
+        ValueError: a key that is not a ``gt`` image.
+    """
+    wanted = set(keys)
+    _check_known(wanted, gt)
+    rows = [i for i, k in enumerate(gt.keys) if k in wanted]
+    return WiderFaceGT(keys=[gt.keys[i] for i in rows], boxes=[gt.boxes[i] for i in rows],
+                       keep={s: [k[i] for i in rows] for s, k in gt.keep.items()})
+
+
+def subset_message(num_images: int, gt: WiderFaceGT) -> str:
+    """The one-line note logged when only part of the val images is evaluated."""
+    return (f'evaluating {num_images} of the {len(gt)} val images in {GT_FILE}: '
+            'the official protocol restricted to them')
+
+
 def evaluate_widerface(predictions: Mapping[str, np.ndarray], gt: WiderFaceGT,
                        iou_thr: float = 0.5, num_thresholds: int = 1000,
-                       warn_missing: bool = True) -> WiderFaceResult:
+                       warn_missing: bool = True, subset: bool = False) -> WiderFaceResult:
     """Full WIDER FACE protocol: AP per setting of ``gt``.
 
     Args:
         predictions: ``'<event>/<name>'`` -> ``(N, 5)`` x y w h score (raw).
         gt: from :func:`load_widerface_gt`.
         warn_missing: ``warnings.warn`` about GT images without predictions
-            (they are evaluated as having no detections).
+            (they are evaluated as having no detections), or with ``subset``
+            about the images left out.
+        subset: evaluate only the images in ``predictions`` (see
+            :func:`restrict_gt`); ``gt`` as is when they cover all of it.
 
     Raises:
         ValueError: a prediction key is not a GT image, or NaN scores.
     """
-    known = set(gt.keys)
-    unknown = sorted(k for k in predictions if k not in known)
-    if unknown:
-        raise ValueError(f'{len(unknown)} predicted images are not in the WIDER FACE ground '
-                         f'truth, e.g. {unknown[:5]}; keys must be "<event>/<name>"')
+    _check_known(predictions, gt)
+    if subset and len(predictions) < len(gt):
+        if warn_missing:
+            warnings.warn(subset_message(len(predictions), gt), stacklevel=2)
+        gt = restrict_gt(gt, predictions)
     empty = np.zeros((0, 5))
     preds = []
     missing = []
