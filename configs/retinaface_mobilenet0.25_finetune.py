@@ -55,5 +55,4 @@ default_hooks = dict(
 custom_hooks = [
     dict(type='AverageLossAcrossRanksHook'),
     dict(type='BatchNormStatisticsCheckHook'),
-    dict(type='FastTrainingHook'),
 ]

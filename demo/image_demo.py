@@ -130,9 +130,8 @@ def main(argv=None) -> int:
         print('error: no input image', file=sys.stderr)
         return 1
     try:
-        inferencer = apis.FaceInferencer(args.config, args.weights, device=args.device,
-                                         show_progress=False, optimize=not args.no_fuse,
-                                         pyramid=args.pyramid)
+        inferencer = apis.FaceInferencer(device=args.device, show_progress=False,
+                                         **argtypes.inferencer_options(args))
     except (FileNotFoundError, RuntimeError, ValueError, ImportError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
@@ -143,8 +142,6 @@ def main(argv=None) -> int:
             (out_dir / folder).mkdir(parents=True, exist_ok=True)
     call_options = dict(return_datasamples=True, return_vis=not args.no_vis,
                         pred_score_thr=args.score_thr, vis_max_size=args.vis_max_size)
-    if args.max_size is not None:
-        call_options['max_size'] = args.max_size
 
     names = _Names()
     done = 0

@@ -5,7 +5,7 @@ Configs register the components with
 ``custom_imports = dict(imports=['mmretinaface.register'])``; the inference
 API (:class:`~mmretinaface.apis.FaceInferencer`, ...) loads on first use.
 """
-from .lazy import lazy_attributes
+from .utils.lazy import lazy_attributes
 
 __version__ = '0.2.0'
 

@@ -31,7 +31,8 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
 
 def add_model_options(parser: argparse.ArgumentParser, inputs: str = 'images') -> None:
     """The model options every demo takes: ``--config``, ``--weights``, ``--max-size``,
-    ``--pyramid`` and ``--no-fuse`` (one wording, one meaning)."""
+    ``--backend``, ``--int8``, ``--pyramid`` and ``--no-fuse`` (one wording, one meaning;
+    :func:`inferencer_options` turns them into ``FaceInferencer`` arguments)."""
     parser.add_argument('--config', help='config path or shipped config name (default: '
                         'retinaface_mobilenet0.25_widerface)')
     parser.add_argument('--weights', help="checkpoint (default: the config's default weights, "
@@ -41,11 +42,23 @@ def add_model_options(parser: argparse.ArgumentParser, inputs: str = 'images') -
                         'downscaled for the network (results are mapped back to original '
                         "pixels) to bound time and memory; 0 = no limit (default: the "
                         "config's LimitSize, 4096)")
+    parser.add_argument('--backend', choices=('pytorch', 'onnxruntime'),
+                        help='what runs the network (default: onnxruntime on CPU, exported on '
+                        'first use and cached; pytorch on CUDA)')
+    parser.add_argument('--int8', action='store_true',
+                        help='run the statically quantized INT8 model (ONNX Runtime, CPU): '
+                        'faster, a slightly different model')
     parser.add_argument('--pyramid', action='store_true',
                         help='image-pyramid inference: also detect on halved copies, so that '
                         'faces larger than the anchors (close-ups, >~400 px) are found whole '
                         'instead of as fragments (about 1.3x the time)')
     parser.add_argument('--no-fuse', action='store_true',
-                        help='run the model as loaded (by default it is optimized for '
-                        'inference: BatchNorm folded into the convolutions, activations fused; '
-                        'the same faces to float rounding, faster on CPU)')
+                        help='PyTorch backend: run the model as loaded (by default BatchNorm is '
+                        'folded into the convolutions: the same faces to float rounding, faster)')
+
+
+def inferencer_options(args: argparse.Namespace) -> dict:
+    """``FaceInferencer`` keyword arguments from :func:`add_model_options`' options."""
+    return dict(model=args.config, weights=args.weights, max_size=args.max_size,
+                backend=args.backend, int8=args.int8, pyramid=args.pyramid,
+                optimize=not args.no_fuse)

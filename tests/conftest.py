@@ -11,9 +11,8 @@ from mmretinaface.apis import bundled_photo  # noqa: F401  (tests import it from
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.* helpers and tools/ scripts import from the root
 #: Data shared between checkouts: ``$MMRETINAFACE_SHARED``, else ``../shared`` next to the
-#: repository, else the workplace's ``/work/shared`` (a clone elsewhere still finds it).
-SHARED = next((p for p in (Path(os.environ.get('MMRETINAFACE_SHARED', ROOT.parent / 'shared')),
-                           Path('/work/shared')) if p.is_dir()), ROOT.parent / 'shared')
+#: repository.
+SHARED = Path(os.environ.get('MMRETINAFACE_SHARED', ROOT.parent / 'shared'))
 
 
 def require_shared(relative: str) -> Path:

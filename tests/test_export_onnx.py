@@ -37,7 +37,7 @@ def session_for(path):
 @pytest.fixture(scope='module')
 def raw_onnx(tmp_path_factory, mobilenet_detector):
     path = tmp_path_factory.mktemp('onnx') / 'raw.onnx'
-    export_onnx(mobilenet_detector, str(path), decode=False, sample_hw=TRACE_HW)
+    export_onnx(mobilenet_detector, str(path), 'raw', sample_hw=TRACE_HW)
     return path
 
 
@@ -61,7 +61,7 @@ def batch_of_two(h, w) -> np.ndarray:
 
 
 def pytorch_outputs(detector, batch, decode):
-    wrapper = RetinaFaceExportWrapper(detector, decode=decode).eval()
+    wrapper = RetinaFaceExportWrapper(detector, 'decoded' if decode else 'raw').eval()
     with torch.no_grad():
         return [t.numpy() for t in wrapper(torch.from_numpy(batch))]
 

@@ -15,6 +15,7 @@ from mmretinaface.deploy.graph_rewrites import (
     share_concat_quantization,
 )
 from mmretinaface.deploy.quantize import float_nodes
+from mmretinaface.utils.cpu import nchwc_block_size
 
 SIZES = [(1, 32, 48), (2, 31, 47), (1, 17, 9), (1, 97, 75)]  # (batch, height, width)
 
@@ -67,7 +68,7 @@ def stem_model(extra_reader: bool = False):
 def test_pad_conv_channels_is_exact_and_pads_the_stem():
     model = stem_model()
     padded = copy(model)
-    assert pad_conv_channels(padded, {'c0', 'dw', 'pw'}) == 1
+    assert pad_conv_channels(padded, {'c0', 'dw', 'pw'}, 16) == 1
     weights = {t.name: numpy_helper.to_array(t).shape for t in padded.graph.initializer}
     assert weights == {'c0.w': (16, 3, 3, 3), 'c0.b': (16, ), 'dw.w': (16, 1, 3, 3),
                        'dw.b': (16, ), 'pw.w': (16, 16, 1, 1), 'pw.b': (16, )}
@@ -83,7 +84,7 @@ def test_pad_conv_channels_leaves_convs_it_cannot_pad():
     for model, names in ((stem_model(extra_reader=True), {'c0', 'dw', 'pw'}),
                          (stem_model(), {'c0', 'dw'})):
         before = model.SerializeToString()
-        assert pad_conv_channels(model, names) == 0
+        assert pad_conv_channels(model, names, 16) == 0
         assert model.SerializeToString() == before
 
 
@@ -98,17 +99,19 @@ def fp32_model(tmp_path_factory, mobilenet_detector):
 def test_the_fp32_export_carries_the_exact_rewrites_once(fp32_model, mobilenet_detector,
                                                           tmp_path):
     rewritten = copy(fp32_model)
-    assert rewrite_fp32_graph(rewritten) == dict(padded_convs=1, resize_sizes=2)
+    assert rewrite_fp32_graph(rewritten, 16) == dict(padded_convs=1, resize_sizes=2)
     again = copy(rewritten)
-    assert rewrite_fp32_graph(again) == dict(padded_convs=0, resize_sizes=0)  # idempotent
+    assert rewrite_fp32_graph(again, 16) == dict(padded_convs=0, resize_sizes=0)  # idempotent
     assert again.SerializeToString() == rewritten.SerializeToString()
+    # with 8-channel blocks (AVX2) the 8-channel stem needs nothing
+    assert rewrite_fp32_graph(copy(fp32_model), 8) == dict(padded_convs=0, resize_sizes=2)
     path = tmp_path / 'default.onnx'
-    export_onnx(mobilenet_detector, str(path))  # the default export: rewritten
+    export_onnx(mobilenet_detector, str(path))  # the default export: rewritten for this CPU
     default = onnx.load(str(path))
     assert rewrite_fp32_graph(copy(default)) == dict(padded_convs=0, resize_sizes=0)
     first = next(n for n in default.graph.node if n.op_type == 'Conv')
     widths = {t.name: t.dims[0] for t in default.graph.initializer}
-    assert widths[first.input[1]] == 16  # the stem's 8 channels padded
+    assert widths[first.input[1]] == nchwc_block_size()  # the stem's 8 channels, padded or not
     x = random_images(1, 37, 53)
     for got, want in zip(run(default, {'image': x}), run(fp32_model, {'image': x})):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
@@ -117,7 +120,7 @@ def test_the_fp32_export_carries_the_exact_rewrites_once(fp32_model, mobilenet_d
 def test_rewrites_of_the_fp32_export_keep_its_outputs(fp32_model):
     """The stem padding and the upsampling sizes on the exported model, odd sizes too."""
     rewritten = copy(fp32_model)
-    assert pad_conv_channels(rewritten, float_nodes(rewritten)) == 1  # the 8-channel stem
+    assert pad_conv_channels(rewritten, float_nodes(rewritten), 16) == 1  # the 8-channel stem
     assert resize_sizes_from_shape(rewritten) == 2  # the two FPN upsamplings
     assert len(rewritten.graph.node) < len(fp32_model.graph.node) - 20
     producer = {o: n.op_type for n in rewritten.graph.node for o in n.output}

@@ -48,7 +48,7 @@ def reference(mobilenet_detector, grace):
 def inferencer(converted_checkpoint):
     """The model as loaded (optimize=False): the same computation as ``reference``."""
     return FaceInferencer(CONFIG, converted_checkpoint, device='cpu', show_progress=False,
-                          optimize=False)
+                          backend='pytorch', optimize=False)
 
 
 def close(a, b, atol=1e-4):
@@ -207,40 +207,35 @@ def test_detect_faces_max_size_on_a_large_canvas(mobilenet_detector, grace, refe
         < 2 * zoom
 
 
-def test_the_default_fast_path_gives_the_same_faces(converted_checkpoint, grace, reference):
-    """optimize=True (the default: optimize_for_inference, BN folded, fused convolutions)
-    gives the faces of the model as loaded."""
-    from mmretinaface.apis.optimize import FusedConv2d
-    fast = FaceInferencer(CONFIG, converted_checkpoint, device='cpu', show_progress=False)
+def test_the_optimized_pytorch_path_gives_the_same_faces(converted_checkpoint, grace,
+                                                        reference):
+    """backend='pytorch' with optimize=True (BatchNorm folded) gives the faces of the
+    model as loaded."""
+    fast = FaceInferencer(CONFIG, converted_checkpoint, device='cpu', show_progress=False,
+                          backend='pytorch')
+    assert fast.backend == 'pytorch' and fast.network is fast.model
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.model.modules())
-    assert any(isinstance(m, FusedConv2d) for m in fast.model.modules())
     (pred, ) = fast(grace)['predictions']
     assert close(pred['scores'], reference.scores, atol=1e-4)
     assert close(pred['bboxes'], reference.bboxes, atol=1e-3)
     assert close(pred['keypoints'], reference.keypoints, atol=1e-3)
 
 
-def test_the_default_pipeline_packs_channels_last_and_loads_no_labels(converted_checkpoint,
-                                                                     grace, inferencer):
-    """FaceInferencer drops annotation loading (its inputs have none) and, for the optimized
-    CPU model, packs images as channels-last views for its preprocessor: the batch and the
-    faces equal those of the config's own test pipeline (as tools/test.py runs it).
-    optimize=False keeps the config's contiguous packing."""
+def test_the_pipeline_loads_no_labels_and_packs_as_the_config(grace, inferencer):
+    """FaceInferencer drops annotation loading (its inputs have none): the batch and the
+    faces equal those of the config's own test pipeline (as tools/test.py runs it)."""
     from mmengine.dataset import Compose, pseudo_collate
-    fast = FaceInferencer(CONFIG, converted_checkpoint, device='cpu', show_progress=False)
-    for infer, channels_last in ((fast, True), (inferencer, False)):
-        names = [type(t).__name__ for t in infer.pipeline.transforms]
-        assert 'LoadFaceAnnotations' not in names and names[-1] == 'PackFaceInputs'
-        assert infer.pipeline.transforms[-1].channels_last is channels_last
+    names = [type(t).__name__ for t in inferencer.pipeline.transforms]
+    assert 'LoadFaceAnnotations' not in names and names[-1] == 'PackFaceInputs'
     image = load_image(grace)
-    data = fast.collate_fn([fast.pipeline(dict(img=image))])
-    assert data['inputs'][0].permute(1, 2, 0).is_contiguous()
+    data = inferencer.collate_fn([inferencer.pipeline(dict(img=image))])
     cfg = Config.fromfile(CONFIG)
     steps = [dict(type='mmdet.LoadImageFromNDArray'), *cfg.test_dataloader.dataset.pipeline[1:]]
     expected = pseudo_collate([Compose(steps)(dict(img=image))])
-    assert expected['inputs'][0].is_contiguous()
+    assert torch.equal(data['inputs'][0], expected['inputs'][0])
     with torch.no_grad():
-        got, want = fast.model.test_step(data)[0], fast.model.test_step(expected)[0]
+        got, want = (inferencer.model.test_step(data)[0],
+                     inferencer.model.test_step(expected)[0])
     assert got.metainfo == want.metainfo
     for key in ('bboxes', 'scores', 'labels', 'keypoints'):
         assert torch.equal(got.pred_instances[key], want.pred_instances[key]), key
@@ -259,7 +254,8 @@ def test_configs_by_name_and_default_weights(monkeypatch, tmp_path, grace, refer
     with pytest.raises(FileNotFoundError, match='config not found'):
         FaceInferencer('retinaface_nonexistent')
     assert not (tmp_path / 'cache').exists()
-    default = FaceInferencer(device='cpu', show_progress=False, optimize=False)
+    default = FaceInferencer(device='cpu', show_progress=False, backend='pytorch',
+                             optimize=False)
     (made, ) = (tmp_path / 'cache').iterdir()
     assert made.name.startswith(DEFAULT_MODEL) and made.suffix == '.pth'
     assert default.model.dataset_meta['classes'] == ('face', )
@@ -267,7 +263,8 @@ def test_configs_by_name_and_default_weights(monkeypatch, tmp_path, grace, refer
     (pred, ) = default(grace)['predictions']
     assert close(pred['keypoints'], reference.keypoints, atol=1e-3)
     for model in (DEFAULT_MODEL, DEFAULT_MODEL + '.py'):
-        named = FaceInferencer(model, device='cpu', show_progress=False, optimize=False)
+        named = FaceInferencer(model, device='cpu', show_progress=False, backend='pytorch',
+                               optimize=False)
         assert close(named(grace)['predictions'][0]['keypoints'], pred['keypoints'], atol=0)
     assert list((tmp_path / 'cache').iterdir()) == [made]  # converted once
     # mmdet's own inferencer with the packaged config path and those weights
@@ -289,7 +286,7 @@ def test_a_built_model_and_a_config_without_limit_size(mobilenet_detector, grace
         step for step in cfg.test_dataloader.dataset.pipeline if step['type'] != 'LimitSize']
     model = init_face_detector(cfg)  # random weights: only the geometry is checked
     plain = FaceInferencer(model, show_progress=False)
-    assert plain.max_size is None
+    assert plain.max_size == 0  # None: the config's limit, here none
     assert [type(t).__name__ for t in plain.pipeline.transforms][-2] == 'LimitSize'
     (sample, ) = plain(load_image(grace), max_size=300, return_datasamples=True)['predictions']
     assert sample.img_shape == (300, 256) and sample.ori_shape == (600, 512)

@@ -6,11 +6,12 @@ import onnx
 import pytest
 
 from mmretinaface.apis import bundled_photo, get_config_path, load_image
-from mmretinaface.apis.image_io import read_image_folder
 from mmretinaface.deploy import export_onnx
 from mmretinaface.deploy.int8_eval import box_iou, compare_faces, face_mosaics, group_photo
 from mmretinaface.deploy.onnx_runtime import OnnxFaceDetector
 from mmretinaface.deploy.quantize import float_nodes
+from mmretinaface.utils.cpu import nchwc_block_size
+from mmretinaface.utils.image_io import read_image_folder
 
 # INT8 vs FP32 on real faces (the FP32 faces scoring >= 0.5; INT8 faces counted from 0.3, so
 # that a face near the threshold may score a little lower). Measured with the default scheme
@@ -25,7 +26,7 @@ CONFIG = get_config_path('retinaface_mobilenet0.25_widerface')
 @pytest.fixture(scope='module')
 def fp32_onnx(tmp_path_factory, mobilenet_detector):
     path = tmp_path_factory.mktemp('int8') / 'fp32.onnx'
-    export_onnx(mobilenet_detector, str(path), decode=True)
+    export_onnx(mobilenet_detector, str(path), 'decoded')
     return str(path)
 
 
@@ -58,10 +59,10 @@ def test_int8_model_is_quantized_with_the_same_interface(int8_onnx, fp32_onnx):
     assert len(int8_weights) >= len(quantized)
     shapes = [n for n in int8.graph.node if n.op_type == 'Shape']
     assert shapes and all(producers.get(n.input[0]) != 'DequantizeLinear' for n in shapes)
-    # the graph rewrites (tests/test_graph_rewrites.py): stem padded to 16 channels, upsampling
+    # the graph rewrites (tests/test_graph_rewrites.py): stem padded to the CPU's block, upsampling
     # sizes read from a Shape, the SSH concats' inputs on the output grid (QLinearConcat copies)
     weights = {t.name: onnx.numpy_helper.to_array(t) for t in int8.graph.initializer}
-    assert weights[convs[0].input[1]].shape[0] == 16
+    assert weights[convs[0].input[1]].shape[0] == nchwc_block_size()
     assert all(producers[n.input[3]] == 'Shape' for n in int8.graph.node if n.op_type == 'Resize')
     concats = [n for n in int8.graph.node if n.op_type == 'Concat' and
                all(producers.get(i) == 'DequantizeLinear' for i in n.input)]

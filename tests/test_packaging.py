@@ -14,7 +14,7 @@ import pytest
 
 import mmretinaface
 from mmretinaface.apis import model_zoo
-from mmretinaface.extras import require
+from mmretinaface.utils.extras import require
 from tests.conftest import ROOT
 
 HEAVY = ('torch', 'mmdet', 'mmengine', 'mmcv', 'matplotlib', 'onnx', 'onnxruntime')

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from mmretinaface.apis.image_io import IMAGE_EXTENSIONS, load_image, read_image_folder
+from mmretinaface.utils.image_io import IMAGE_EXTENSIONS, load_image, read_image_folder
 from mmretinaface.converters.bn_calibration import folder_photos
 
 

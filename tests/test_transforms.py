@@ -254,26 +254,6 @@ def test_resize_to_the_same_size_equals_mmdet_resize_without_a_copy(keep_ratio):
     assert out['img'].shape[:2] == (19, 27) and out['scale_factor'] == (27 / 53, 19 / 37)
 
 
-def test_pack_face_inputs_channels_last_is_a_view_with_the_same_values():
-    img = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
-    expected = PackFaceInputs()(dict(img=img.copy()))['inputs']
-    packed = PackFaceInputs(channels_last=True)(dict(img=img))['inputs']
-    assert packed.shape == expected.shape == (3, 20, 30) and expected.is_contiguous()
-    assert torch.equal(packed, expected)
-    assert packed.permute(1, 2, 0).is_contiguous()  # HWC memory ...
-    assert packed.data_ptr() == img.ctypes.data  # ... the array's own: no copy
-    # a flipped view (negative strides) and a read-only array are copied first
-    flipped = img[:, ::-1]
-    readonly = img.copy()
-    readonly.flags.writeable = False
-    for arr in (flipped, readonly):
-        packed = PackFaceInputs(channels_last=True)(dict(img=arr))['inputs']
-        assert torch.equal(packed, torch.from_numpy(arr.copy()).permute(2, 0, 1))
-        assert packed.data_ptr() != arr.ctypes.data
-    gray = PackFaceInputs(channels_last=True)(dict(img=img[..., 0].copy()))['inputs']
-    assert gray.shape == (1, 20, 30) and torch.equal(gray[0], torch.from_numpy(img[..., 0]))
-
-
 def test_pack_face_inputs_splits_ignored():
     res = make_results(faces=[frontal_face(10, 10, 40), frontal_face(100, 50, 60),
                               frontal_face(200, 20, 30)], ignore=[0, 1, 0])

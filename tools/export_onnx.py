@@ -76,7 +76,7 @@ def main(argv=None) -> int:
         return 2
     calib_images = None
     if args.calib_images:  # bad folders fail before the slow part
-        from mmretinaface.apis.image_io import read_image_folder
+        from mmretinaface.utils.image_io import read_image_folder
         try:
             calib_images = [image for _, image in
                             read_image_folder(args.calib_images, purpose='calibration images')]
@@ -111,12 +111,12 @@ def export(args: argparse.Namespace, out_file: str) -> int:
     from mmretinaface.deploy import export_onnx
     from mmretinaface.deploy.onnx_export import compare_with_pytorch
     model = init_face_detector(args.config, args.checkpoint, device='cpu')
-    export_onnx(model, out_file, decode=args.decode, opset=args.opset,
+    export_onnx(model, out_file, 'decoded' if args.decode else 'raw', opset=args.opset,
                 sample_hw=tuple(args.trace_size))
     print(f'exported {out_file if out_file == args.out else "FP32"} (decode={args.decode})')
     if args.verify:
         height, width = args.trace_size
-        ratios = compare_with_pytorch(model, out_file, args.decode,
+        ratios = compare_with_pytorch(model, out_file, 'decoded' if args.decode else 'raw',
                                       size=(height // 2 + 13, width // 2 + 7))
         for name, ratio in ratios.items():
             print(f'  {name}: max |onnx - torch| = {ratio:.3f} x tolerance')

@@ -11,9 +11,7 @@ default_hooks = dict(
     visualization=dict(type='DetVisualizationHook'))
 # With several processes, log the mean loss over ranks (mmengine logs rank 0's alone);
 # a no-op in one process. Keep it when overriding custom_hooks (tools/train.py re-adds it).
-# FastTrainingHook: on CPU, BatchNorm + activation run fused (compiled once, ~40 s at the
-# first iteration) with channels-last tensors: 0.7-0.8x the stock step (docs/training.md).
-custom_hooks = [dict(type='AverageLossAcrossRanksHook'), dict(type='FastTrainingHook')]
+custom_hooks = [dict(type='AverageLossAcrossRanksHook')]
 
 env_cfg = dict(
     cudnn_benchmark=False,

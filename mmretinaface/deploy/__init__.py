@@ -3,12 +3,14 @@
 Names load on first use: the onnxruntime helpers and the quantization need
 neither torch nor mmdet (only the export does).
 """
-from ..lazy import lazy_attributes
+from ..utils.lazy import lazy_attributes
 
 # name -> submodule that defines it
 _LAZY = {
     'RetinaFaceExportWrapper': 'onnx_export',
     'export_onnx': 'onnx_export',
+    'OnnxRuntimeDetector': 'ort_backend',
+    'cached_onnx_model': 'ort_backend',
     'numpy_nms': 'onnx_runtime',
     'postprocess_decoded': 'onnx_runtime',
     'preprocess_bgr': 'onnx_runtime',

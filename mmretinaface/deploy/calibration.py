@@ -7,7 +7,7 @@ photo at two scales (longer side 640 and 320 px, the sizes the model usually
 runs at) plus mosaics of the three face photos at several scales, so the
 activation ranges cover small and large faces, indoor and outdoor scenes.
 ``--calib-images DIR`` replaces it with the user's photos (same scaling), read
-by :func:`~mmretinaface.apis.image_io.read_image_folder`.
+by :func:`~mmretinaface.utils.image_io.read_image_folder`.
 """
 from typing import Iterator, List, Optional, Sequence
 
@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 #: Photos of the default calibration set (names in
-#: :data:`~mmretinaface.apis.image_io.PACKAGED_PHOTOS`); the first three show a face.
+#: :data:`~mmretinaface.utils.image_io.PACKAGED_PHOTOS`); the first three show a face.
 BUNDLED_CALIBRATION_PHOTOS = ('grace_hopper', 'astronaut', 'camera', 'coffee', 'chelsea',
                               'rocket', 'motorcycle', 'coins', 'grass', 'gravel')
 NUM_FACE_PHOTOS = 3
@@ -25,7 +25,7 @@ CALIBRATION_SIDES = (640, 320)
 
 def bundled_photo_paths() -> List[str]:
     """Paths of :data:`BUNDLED_CALIBRATION_PHOTOS` (ImportError naming the extra if missing)."""
-    from ..apis.image_io import require_packaged_photo
+    from ..utils.image_io import require_packaged_photo
     purpose = 'the default INT8 calibration photos (or pass --calib-images DIR)'
     return [require_packaged_photo(name, purpose) for name in BUNDLED_CALIBRATION_PHOTOS]
 
@@ -77,7 +77,7 @@ def calibration_images(images: Optional[Sequence[np.ndarray]] = None,
     """
     mosaics = 0
     if images is None:
-        from ..apis.image_io import load_image
+        from ..utils.image_io import load_image
         images = [load_image(path) for path in bundled_photo_paths()]
         mosaics = num_mosaics
     out = [resize_longer_side(img, side) for img in images for side in sides]

@@ -8,10 +8,12 @@ which tensor a ``Shape`` reads or where a quantized value is rounded.
 Measured gains are in docs/deployment.md; each has a unit test against the
 un-rewritten graph (tests/test_graph_rewrites.py).
 
-* :func:`pad_conv_channels` (FP32 graph): the stem's 8-channel convs get 8
-  zero channels. ONNX Runtime's blocked FP32 kernels (NCHWc) work in blocks
-  of 16 channels; with 8, a depthwise conv's output is reordered back to NCHW
-  for the next conv (a pass over the stride-2 map).
+* :func:`pad_conv_channels` (FP32 graph): convs whose channels are not a
+  multiple of ONNX Runtime's NCHWc block get zero channels up to it. The
+  block is 16 channels with AVX-512 (the stem's 8-channel convs get 8 zero
+  channels: otherwise a depthwise conv's output is reordered back to NCHW
+  for the next conv) and 8 with AVX2, where the stem needs nothing (padding
+  it anyway made the export ~4% slower on an AMD AVX2 CPU).
 * :func:`resize_sizes_from_shape` (FP32 graph): the FPN's upsampling size is
   the finer map's whole shape instead of a dozen ``Shape/Gather/Slice/
   Unsqueeze/Concat/Cast`` nodes, each with its per-node overhead.
@@ -22,7 +24,7 @@ un-rewritten graph (tests/test_graph_rewrites.py).
   Runtime's ``QLinearConcat`` copies bytes instead of requantizing each
   input (one rounding instead of two).
 """
-from typing import Collection, Dict, List
+from typing import Collection, Dict, List, Optional
 
 import numpy as np
 
@@ -58,9 +60,10 @@ def _pad_axis(array: np.ndarray, axis: int, size: int) -> np.ndarray:
     return np.pad(array, pad)
 
 
-def pad_conv_channels(model, names: Collection[str], multiple: int = 16) -> int:
+def pad_conv_channels(model, names: Collection[str], multiple: Optional[int] = None) -> int:
     """Give the convs named in ``names`` whose output channels are not a multiple of
-    ``multiple`` zero channels up to it, and their readers zero weights for them.
+    ``multiple`` (default: this CPU's :func:`~mmretinaface.utils.cpu.nchwc_block_size`)
+    zero channels up to it, and their readers zero weights for them.
 
     A padded conv's output (possibly through one activation, which sees zeros:
     its values there are never used) may only be read by convs of ``names``:
@@ -70,6 +73,9 @@ def pad_conv_channels(model, names: Collection[str], multiple: int = 16) -> int:
     number of padded convs.
     """
     from onnx import numpy_helper
+
+    from ..utils.cpu import nchwc_block_size
+    multiple = multiple or nchwc_block_size()
     graph = model.graph
     weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     consumers = _consumers(graph)
@@ -122,11 +128,12 @@ def pad_conv_channels(model, names: Collection[str], multiple: int = 16) -> int:
     return padded
 
 
-def rewrite_fp32_graph(model) -> Dict[str, int]:
-    """The exact FP32 rewrites, in place: every conv may be padded, then the upsampling
-    sizes. Idempotent (a rewritten graph has nothing left to rewrite); returns the counts."""
+def rewrite_fp32_graph(model, multiple: Optional[int] = None) -> Dict[str, int]:
+    """The exact FP32 rewrites, in place: every conv may be padded (to ``multiple``
+    channels, default this CPU's block), then the upsampling sizes. Idempotent (a
+    rewritten graph has nothing left to rewrite); returns the counts."""
     convs = [n.name for n in model.graph.node if n.op_type == 'Conv']
-    return dict(padded_convs=pad_conv_channels(model, convs),
+    return dict(padded_convs=pad_conv_channels(model, convs, multiple),
                 resize_sizes=resize_sizes_from_shape(model))
 
 

@@ -21,7 +21,7 @@ def lfw_faces() -> List[np.ndarray]:
     """The 100 face crops of scikit-image's LFW subset (25x25 grey) as BGR uint8."""
     import os
 
-    from ..extras import require
+    from ..utils.extras import require
     data = require('skimage.data', 'demo', 'the held-out LFW faces')
     faces = np.load(os.path.join(data.data_dir, 'lfw_subset.npy'))[:100]
     return [cv2.cvtColor(np.round(f * 255).astype(np.uint8), cv2.COLOR_GRAY2BGR) for f in faces]

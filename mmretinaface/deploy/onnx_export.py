@@ -1,61 +1,99 @@
-"""ONNX export of a RetinaFace detector, optionally with decoding in the graph.
+"""ONNX export of a RetinaFace detector: raw, decoded, or per-level outputs.
 
-Input ``image``: ``(B, 3, H, W)`` float32 BGR pixels in 0..255 (the mean is
-subtracted inside the graph); batch, height and width are dynamic.
-Outputs without decoding (the reference layout): ``loc (B, P, 4)``,
-``conf (B, P, 2)`` softmaxed, ``landmarks (B, P, 2K)``. With decoding:
-``boxes (B, P, 4)`` xyxy pixels, ``scores (B, P)``, ``landmarks (B, P, K, 2)``
-pixels; score threshold and NMS stay outside the graph.
+Input ``image``: ``(B, 3, H, W)`` float32 pixels in 0..255 in the channel order
+the detector's data preprocessor takes (BGR for the shipped configs); its
+normalisation (channel flip, mean, std) is inside the graph. Batch, height
+and width are dynamic. Output layouts (``outputs=``):
+
+* ``'raw'`` (the reference layout): ``loc (B, P, 4)``, ``conf (B, P, 2)``
+  softmaxed, ``landmarks (B, P, 2K)``;
+* ``'decoded'``: ``boxes (B, P, 4)`` xyxy pixels, ``scores (B, P)``,
+  ``landmarks (B, P, K, 2)`` pixels; score threshold and NMS stay outside;
+* ``'levels'``: the head's per-level maps ``cls_score_i``, ``bbox_pred_i``,
+  ``kpt_pred_i`` (NCHW), which the head's own ``predict_by_feat`` turns into
+  detections (what ``FaceInferencer(backend='onnxruntime')`` runs).
 """
 import warnings
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+OUTPUT_LAYOUTS = ('raw', 'decoded', 'levels')
+
+
+@torch.no_grad()
+def input_normalization(preprocessor: nn.Module) -> Tuple[bool, Tensor, Tensor, float]:
+    """``(flip_channels, mean, std, pad_value)`` of an mmdet data preprocessor, probed
+    through its public call: it maps a 3-channel image ``x`` to
+    ``(x[flip] - mean) / std`` and pads with ``pad_value``."""
+    probe = [torch.tensor([0., 1., 2.]).view(3, 1, 1), torch.zeros(3, 1, 1), torch.ones(3, 1, 1)]
+    ramp, zero, one = (preprocessor(dict(inputs=[p]), False)['inputs'].view(3).double()
+                       for p in probe)
+    std = 1 / (one - zero)
+    mean = -zero * std
+    flipped = ramp * std + mean
+    flip = bool(torch.allclose(flipped, torch.tensor([2., 1., 0.], dtype=torch.float64)))
+    if not flip and not torch.allclose(flipped, torch.tensor([0., 1., 2.], dtype=torch.float64)):
+        raise ValueError('the data preprocessor is not a per-channel normalisation')
+    return flip, mean.float(), std.float(), float(getattr(preprocessor, 'pad_value', 0))
+
 
 class RetinaFaceExportWrapper(nn.Module):
     """Wraps a built mmdet ``SingleStageDetector`` with a ``RetinaFaceHead``."""
 
-    def __init__(self, detector: nn.Module, decode: bool = False) -> None:
+    def __init__(self, detector: nn.Module, outputs: str = 'raw') -> None:
         super().__init__()
+        if outputs not in OUTPUT_LAYOUTS:
+            raise ValueError(f'outputs must be one of {OUTPUT_LAYOUTS}, got {outputs!r}')
         self.detector = detector
-        self.decode = decode
-        preprocessor = detector.data_preprocessor
-        self.register_buffer('mean', preprocessor.mean.detach().clone().view(1, -1, 1, 1))
-        self.register_buffer('std', preprocessor.std.detach().clone().view(1, -1, 1, 1))
+        self.outputs = outputs
+        self.flip, mean, std, _ = input_normalization(detector.data_preprocessor)
+        self.register_buffer('mean', mean.view(1, -1, 1, 1))
+        self.register_buffer('std', std.view(1, -1, 1, 1))
         # the reference models use std 1: leave the division out of the graph then (one
         # pass less over the input, ~5% of the ONNX Runtime latency at 640x480)
         self.unit_std = bool(torch.all(self.std == 1))
-        if getattr(preprocessor, '_channel_conversion', False):
-            raise ValueError('export expects a BGR model (data_preprocessor.bgr_to_rgb=False)')
 
-    def forward(self, image: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        x = image - self.mean
+    def output_names(self) -> List[str]:
+        if self.outputs == 'levels':
+            levels = self.detector.bbox_head.prior_generator.num_levels
+            return [f'{kind}_{i}' for kind in ('cls_score', 'bbox_pred', 'kpt_pred')
+                    for i in range(levels)]
+        return ['boxes', 'scores', 'landmarks'] if self.outputs == 'decoded' else [
+            'loc', 'conf', 'landmarks']
+
+    def forward(self, image: Tensor) -> Tuple[Tensor, ...]:
+        x = (image.flip(1) if self.flip else image) - self.mean
         if not self.unit_std:
             x = x / self.std
         head = self.detector.bbox_head
         outs = head(self.detector.extract_feat(x))
+        if self.outputs == 'levels':
+            return tuple(level for kind in outs for level in kind)
         # the head's own flatten / priors / decode, as its loss and predict_by_feat use
         cls, reg, kpt = head.flatten_outputs(*outs)
         probs = cls.softmax(dim=-1)
-        if not self.decode:
+        if self.outputs == 'raw':
             return reg, probs, kpt
         boxes, points = head.decode(head.get_priors(outs[0], cached=False), reg, kpt)
         return boxes, probs[..., 1], points
 
 
-def export_onnx(detector: nn.Module, out_file: str, decode: bool = False, opset: int = 17,
+def export_onnx(detector: nn.Module, out_file: str, outputs: str = 'raw', opset: int = 17,
                 sample_hw: Tuple[int, int] = (480, 640), rewrite: bool = True) -> None:
-    """Export with dynamic batch / height / width, apply the exact FP32 graph rewrites
-    (:func:`~.graph_rewrites.rewrite_fp32_graph`; ``rewrite=False``: the graph as
-    ``torch.onnx`` writes it, to measure them) and check the model."""
-    wrapper = RetinaFaceExportWrapper(detector.eval(), decode=decode).eval()
+    """Export with dynamic batch / height / width (``outputs``: a layout of the module
+    doc), apply the exact FP32 graph rewrites (:func:`~.graph_rewrites.rewrite_fp32_graph`;
+    ``rewrite=False``: the graph as ``torch.onnx`` writes it, to measure them) and check
+    the model."""
+    wrapper = RetinaFaceExportWrapper(detector.eval(), outputs).eval()
     sample = torch.zeros(1, 3, *sample_hw)
-    names = ['boxes', 'scores', 'landmarks'] if decode else ['loc', 'conf', 'landmarks']
+    names = wrapper.output_names()
     dynamic_axes = {'image': {0: 'batch', 2: 'height', 3: 'width'}}
-    dynamic_axes.update({name: {0: 'batch', 1: 'priors'} for name in names})
+    dynamic_axes.update({name: ({0: 'batch', 2: f'{name}_h', 3: f'{name}_w'}
+                                if outputs == 'levels' else {0: 'batch', 1: 'priors'})
+                         for name in names})
     with torch.no_grad(), warnings.catch_warnings():
         # the prior sizes / steps are config constants: tracing them as such is intended
         warnings.filterwarnings('ignore', message='torch.as_tensor results are registered',
@@ -82,7 +120,7 @@ RAW_ATOL = 1e-4
 PIXEL_RTOL, PIXEL_ATOL = 1e-6, 1e-3
 
 
-def compare_with_pytorch(detector: nn.Module, onnx_file: str, decode: bool,
+def compare_with_pytorch(detector: nn.Module, onnx_file: str, outputs: str = 'raw',
                          size: Tuple[int, int] = (320, 416), batch: int = 2,
                          seed: int = 0) -> Dict[str, float]:
     """Run a random ``(batch, 3, *size)`` image through onnxruntime and PyTorch.
@@ -97,7 +135,7 @@ def compare_with_pytorch(detector: nn.Module, onnx_file: str, decode: bool,
     session = ort.InferenceSession(onnx_file, providers=['CPUExecutionProvider'])
     names = [out.name for out in session.get_outputs()]
     ours = session.run(None, {session.get_inputs()[0].name: image})
-    wrapper = RetinaFaceExportWrapper(detector.eval(), decode=decode).eval()
+    wrapper = RetinaFaceExportWrapper(detector.eval(), outputs).eval()
     with torch.no_grad():
         ref = [t.cpu().numpy() for t in wrapper(torch.from_numpy(image).to(
             next(detector.parameters()).device))]
@@ -105,7 +143,7 @@ def compare_with_pytorch(detector: nn.Module, onnx_file: str, decode: bool,
     for name, got, want in zip(names, ours, ref):
         if got.shape != want.shape:
             raise ValueError(f'{name}: onnx shape {got.shape} != torch shape {want.shape}')
-        pixel = decode and name in ('boxes', 'landmarks')
+        pixel = outputs == 'decoded' and name in ('boxes', 'landmarks')
         tol = PIXEL_ATOL + PIXEL_RTOL * np.abs(want) if pixel else RAW_ATOL
         ratios[name] = float((np.abs(got - want) / tol).max()) if got.size else 0.0
     return ratios

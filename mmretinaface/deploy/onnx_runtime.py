@@ -1,8 +1,9 @@
-"""Running an exported model with onnxruntime: preprocessing, numpy NMS, post-processing.
+"""Running a ``--decode`` export with onnxruntime: preprocessing, numpy NMS, post-processing.
 
 No torch / mmdet needed at run time: numpy, OpenCV (for reading images) and
 onnxruntime. The model's reference test settings are the defaults (score 0.02,
 top 5000 before NMS, IoU 0.4, keep 750); the demo threshold is 0.5.
+(``FaceInferencer``'s ONNX Runtime backend is :mod:`.ort_backend`.)
 """
 from typing import Optional, Sequence, Tuple
 
@@ -89,3 +90,4 @@ class OnnxFaceDetector:
         boxes, scores, landmarks = (out[0] for out in self.session.run(
             None, {self.input_name: preprocess_bgr([image])}))
         return postprocess_decoded(boxes, scores, landmarks, self.score_thr, self.iou_thr)
+

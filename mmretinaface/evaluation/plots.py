@@ -23,7 +23,7 @@ def plot_pr_curves(curves: Mapping[str, Union[PRCurve, tuple]], out_file: str,
     Returns:
         ``out_file``.
     """
-    from ..extras import require
+    from ..utils.extras import require
     FigureCanvasAgg = require('matplotlib.backends.backend_agg', 'plots',
                               'plotting PR curves').FigureCanvasAgg
     from matplotlib.figure import Figure

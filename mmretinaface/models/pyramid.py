@@ -133,14 +133,6 @@ def halve_image(image: Tensor) -> Tensor:
     """
     height, width = image.shape[-2:]
     half_h, half_w = max(height // 2, 1), max(width // 2, 1)
-    hwc = image.cpu().permute(1, 2, 0)
-    if hwc.is_contiguous() and hwc.shape[-1] <= 4:
-        # a channels-last view (FaceInferencer's packing): one call for all channels,
-        # returned as the same kind of view
-        half = cv2.resize(hwc.numpy()[:2 * half_h, :2 * half_w], (half_w, half_h),
-                          interpolation=cv2.INTER_AREA)
-        return torch.from_numpy(half.reshape(half_h, half_w, -1)).permute(2, 0, 1).to(
-            image.device)
     planes = image.cpu().contiguous().numpy()
     out = [cv2.resize(plane[:2 * half_h, :2 * half_w], (half_w, half_h),
                       interpolation=cv2.INTER_AREA) for plane in planes]

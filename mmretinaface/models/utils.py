@@ -1,10 +1,11 @@
-"""Prediction helpers shared by the head and test-time augmentation: candidate
-selection, one-class NMS and its device placement."""
-from typing import Optional, Tuple
+"""Model helpers: candidate selection, one-class NMS and its device placement (shared by
+the head and test-time augmentation); the BatchNorm layers of a model."""
+from typing import List, Optional, Tuple
 
 import torch
 from mmcv.ops import batched_nms, nms
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 
 def nms_needs_cpu(device: torch.device) -> bool:
@@ -54,3 +55,27 @@ def single_class_nms(bboxes: Tensor, scores: Tensor, nms_cfg: dict,
         labels = scores.new_zeros(scores.shape, dtype=torch.long)
         dets, keep = batched_nms(bboxes, scores, labels, dict(nms_cfg), class_agnostic=True)
     return keep[:max_num], dets[:max_num, -1]
+
+
+def batchnorm_layers(model: nn.Module) -> List[Tuple[str, _BatchNorm]]:
+    """(name, module) of every BatchNorm with running statistics, in definition order."""
+    return [(name, m) for name, m in model.named_modules()
+            if isinstance(m, _BatchNorm) and m.track_running_stats
+            and m.running_mean is not None]
+
+
+def identity_batchnorm_layers(model: nn.Module, training_only: bool = False,
+                              atol: float = 1e-4) -> List[str]:
+    """Names of BN layers whose running statistics are an identity (mean 0, var 1).
+
+    That is what a BN-folded conversion without calibration leaves (and a fresh
+    initialisation). With ``training_only``, only layers in train mode count.
+    """
+    out = []
+    for name, bn in batchnorm_layers(model):
+        if training_only and not bn.training:
+            continue
+        if (torch.all(bn.running_mean == 0)
+                and torch.allclose(bn.running_var, torch.ones_like(bn.running_var), atol=atol)):
+            out.append(name)
+    return out

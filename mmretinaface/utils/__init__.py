@@ -1,8 +1,16 @@
-"""Training utilities: safe checkpoint loading, CPU distributed set-up, hooks."""
-from .distributed import init_cpu_distributed, setup_cpu_distributed
-from .hooks import AverageLossAcrossRanksHook, BatchNormStatisticsCheckHook, FastTrainingHook
-from .safe_checkpoint import allow_runner_checkpoint_globals, runner_checkpoint_globals
+"""The package's leaf: image reading, paths and the per-user cache, safe checkpoint loading,
+CPU distributed set-up and small helpers. Imports nothing else of mmretinaface; names
+load on first use (``import mmretinaface.utils`` imports neither torch nor mmdet)."""
+from .lazy import lazy_attributes
 
-__all__ = ['AverageLossAcrossRanksHook', 'BatchNormStatisticsCheckHook', 'FastTrainingHook',
-           'allow_runner_checkpoint_globals', 'init_cpu_distributed', 'runner_checkpoint_globals',
-           'setup_cpu_distributed']
+# name -> submodule that defines it
+_LAZY = {
+    'init_cpu_distributed': 'distributed',
+    'setup_cpu_distributed': 'distributed',
+    'allow_runner_checkpoint_globals': 'safe_checkpoint',
+    'runner_checkpoint_globals': 'safe_checkpoint',
+}
+
+__all__ = sorted(_LAZY)
+
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

@@ -219,7 +219,7 @@ def require_packaged_photo(name: str, purpose: str) -> str:
     """:func:`packaged_photo_path`, or an ImportError naming the extra that installs it."""
     path = packaged_photo_path(name)
     if path is None:
-        from ..extras import require
+        from .extras import require
         require(PACKAGED_PHOTOS[name][0], 'demo', purpose)  # raises when the package is absent
         raise FileNotFoundError(f'{purpose}: {name} not found in the installed '
                                 f'{PACKAGED_PHOTOS[name][0]}')

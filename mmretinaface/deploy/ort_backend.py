@@ -1,0 +1,131 @@
+"""``FaceInferencer``'s ONNX Runtime backend: a detector's network exported on first use
+(cached by content), run by ONNX Runtime between the detector's own batching and
+post-processing, so that results, JSON and drawings are those of the PyTorch backend.
+"""
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from mmengine.model import BaseModel
+from torch import nn
+
+from .. import __version__
+from ..utils.cpu import nchwc_block_size
+from ..utils.paths import cache_dir
+from .onnx_export import export_onnx, input_normalization
+from .onnx_runtime import ort_session
+from .quantize import DEFAULT_SCHEME, quantize_int8
+
+
+def model_digest(detector, int8: bool) -> str:
+    """A key for ``detector``'s ONNX export: the content of its config (model part) and
+    weights, the export / quantization scheme, this CPU's channel block (the graph
+    rewrites depend on it) and the package version."""
+    digest = hashlib.sha256(
+        f'{__version__} levels int8={int8} block={nchwc_block_size()} '.encode())
+    if int8:
+        digest.update(DEFAULT_SCHEME.describe().encode())
+    cfg = getattr(detector, 'cfg', None)
+    if cfg is not None:
+        digest.update(repr(cfg.get('model')).encode())
+    for name, tensor in detector.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def cached_onnx_model(detector, int8: bool = False, folder=None) -> str:
+    """Path of ``detector`` exported to ONNX (``'levels'`` outputs; statically quantized
+    with ``int8``), made on first use in ``folder`` (default: ``cache_dir()/onnx``, beside
+    the default weights) and reused while the config and weights are the same.
+
+    Written to a temporary name and renamed, so concurrent first uses are safe.
+    """
+    folder = Path(folder) if folder is not None else cache_dir() / 'onnx'
+    stem = Path(getattr(getattr(detector, 'cfg', None), 'filename', None) or 'model').stem
+    path = folder / f'{stem}-{model_digest(detector, int8)}{"-int8" if int8 else ""}.onnx'
+    if path.is_file():
+        return str(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix='.export-') as tmp:
+        fp32 = str(Path(tmp) / 'fp32.onnx')
+        export_onnx(detector, fp32, outputs='levels')
+        staged = fp32
+        if int8:
+            staged = str(Path(tmp) / 'int8.onnx')
+            quantize_int8(fp32, staged)
+        os.replace(staged, path)
+    return str(path)
+
+
+class OnnxRuntimeDetector(BaseModel):
+    """A RetinaFace detector whose network runs in ONNX Runtime (CPU).
+
+    ``test_step`` takes what the PyTorch detector takes (the test pipeline's
+    ``inputs`` and ``data_samples``) and returns the same ``DetDataSample`` s:
+    images are batched as the detector's data preprocessor would (padding
+    equal to its padded values), the exported network (``'levels'`` outputs,
+    normalisation inside) runs in ONNX Runtime, and the detector's own head
+    turns its maps into detections (``predict_by_feat``: score threshold,
+    decoding, NMS, rescale). ``detector`` provides the head, the
+    preprocessor's settings and ``dataset_meta``; its weights are in the ONNX.
+
+    Args:
+        detector: the PyTorch detector the ONNX was exported from.
+        onnx_file: the export (FP32 or INT8).
+        threads: ONNX Runtime's intra-op threads (default: torch's
+            ``get_num_threads()``, so ``OMP_NUM_THREADS`` governs both).
+    """
+
+    def __init__(self, detector: nn.Module, onnx_file: str,
+                 threads: Optional[int] = None) -> None:
+        super().__init__()
+        self.head = detector.bbox_head
+        self.dataset_meta = getattr(detector, 'dataset_meta', None)
+        self.cfg = getattr(detector, 'cfg', None)
+        flip, mean, std, pad_value = input_normalization(detector.data_preprocessor)
+        pad = (mean + pad_value * std).numpy()  # the raw pixel that normalises to pad_value
+        self.pad_pixel = (pad[::-1] if flip else pad).astype(np.float32).reshape(1, 3, 1, 1)
+        self.pad_size_divisor = int(getattr(detector.data_preprocessor, 'pad_size_divisor', 1))
+        self.onnx_file = str(onnx_file)
+        self.session = ort_session(self.onnx_file, threads or torch.get_num_threads())
+        self.input_name = self.session.get_inputs()[0].name
+        self.levels = len(self.session.get_outputs()) // 3
+
+    def batch(self, images: Sequence[torch.Tensor]) -> np.ndarray:
+        """``(C, H, W)`` uint8 images -> the ``(B, 3, H, W)`` float32 network input,
+        padded at the bottom / right to the largest size (a multiple of
+        ``pad_size_divisor``) with the preprocessor's padding."""
+        height = max(int(img.shape[-2]) for img in images)
+        width = max(int(img.shape[-1]) for img in images)
+        div = self.pad_size_divisor
+        height, width = -(-height // div) * div, -(-width // div) * div
+        out = np.empty((len(images), 3, height, width), np.float32)
+        for k, img in enumerate(images):
+            h, w = img.shape[-2:]
+            if (h, w) != (height, width):
+                out[k] = self.pad_pixel[0]
+            out[k, :, :h, :w] = img.numpy()
+        return out
+
+    def test_step(self, data: dict) -> list:
+        samples = data['data_samples']
+        batch = self.batch(data['inputs'])
+        for sample in samples:
+            sample.set_metainfo(dict(batch_input_shape=tuple(batch.shape[-2:]),
+                                     pad_shape=tuple(batch.shape[-2:])))
+        maps = [torch.from_numpy(out) for out in self.session.run(
+            None, {self.input_name: batch})]
+        n = self.levels
+        results = self.head.predict_by_feat(maps[:n], maps[n:2 * n], maps[2 * n:],
+                                            [s.metainfo for s in samples], rescale=True)
+        for sample, result in zip(samples, results):
+            sample.pred_instances = result
+        return samples
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError('OnnxRuntimeDetector only predicts: use test_step')

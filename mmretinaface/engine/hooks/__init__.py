@@ -1,0 +1,4 @@
+"""Training hooks, registered in mmdet's HOOKS."""
+from .training_hooks import AverageLossAcrossRanksHook, BatchNormStatisticsCheckHook
+
+__all__ = ['AverageLossAcrossRanksHook', 'BatchNormStatisticsCheckHook']
