@@ -1159,3 +1159,5 @@ def test_test_tool_on_real_sample_matches_published(converted_checkpoint, sample
            for s in SETTINGS}
     published = {'easy': 0.860, 'medium': 0.815, 'hard': 0.808}  # DESIGN.md, = reference ONNX
     assert aps == pytest.approx(published, abs=0.01), aps
+    log = ''.join(open(f).read() for f in glob.glob(str(tmp_path / '*' / '*.log')))
+    assert log.count('evaluating 8 of the 3226 val images in wider_face_val.mat') == 1
