@@ -1,5 +1,4 @@
-"""WiderFaceDataset: both label formats, ignore / empty-image policy, errors, COCO route."""
-import json
+"""WiderFaceDataset: both label formats, ignore / empty-image policy, errors."""
 from pathlib import Path
 
 import numpy as np
@@ -195,47 +194,3 @@ def test_generic_num_keypoints(tmp_path):
     assert inst['keypoints'].shape == (3, 2)
     assert ds.metainfo['num_keypoints'] == 3
     assert ds.get_data_info(0)['flip_indices'] == [1, 0, 2]
-
-
-def test_coco_to_retinaface(tmp_path):
-    from tools.coco_to_retinaface import main
-
-    kps_full = [12, 14, 2, 28, 14, 2, 20, 20, 2, 14, 27, 1, 26, 27, 2]
-    kps_part = [0, 0, 0, 70, 64, 2, 66, 68, 2, 61, 73, 2, 69, 73, 2]
-    coco = dict(
-        images=[dict(id=2, file_name='ev/b.jpg', width=100, height=100),
-                dict(id=1, file_name='ev/a.jpg', width=100, height=100)],
-        annotations=[
-            dict(id=1, image_id=1, category_id=1, bbox=[10, 10, 20, 22], keypoints=kps_full,
-                 num_keypoints=5, iscrowd=0),
-            dict(id=2, image_id=1, category_id=1, bbox=[58, 58, 14, 20], keypoints=kps_part,
-                 num_keypoints=4, iscrowd=0),
-            dict(id=3, image_id=1, category_id=1, bbox=[0, 0, 99, 99], keypoints=[0] * 15,
-                 iscrowd=1),
-        ],
-        categories=[dict(id=1, name='face', keypoints=['left_eye', 'right_eye', 'nose',
-                                                       'left_mouth', 'right_mouth'])])
-    src = tmp_path / 'coco.json'
-    src.write_text(json.dumps(coco))
-    assert main([str(src), str(tmp_path / 'label.txt')]) == 0
-    ds = _dataset(tmp_path, (tmp_path / 'label.txt').read_text())
-    assert [ds.get_data_info(i)['img_id'] for i in range(2)] == ['ev/a', 'ev/b']
-    full, part = ds.get_data_info(0)['instances']  # the crowd face is skipped
-    assert full['bbox'] == [10, 10, 30, 32]
-    np.testing.assert_allclose(full['keypoints'], np.reshape(kps_full, (5, 3))[:, :2])
-    np.testing.assert_array_equal(full['keypoints_visible'], np.ones(5))
-    np.testing.assert_array_equal(part['keypoints_visible'], [0, 1, 1, 1, 1])
-    np.testing.assert_allclose(part['keypoints'][1:], np.reshape(kps_part, (5, 3))[1:, :2])
-    assert ds.get_data_info(1)['instances'] == []
-
-
-def test_coco_keypoint_order(tmp_path):
-    from tools.coco_to_retinaface import coco_to_retinaface_lines
-
-    coco = dict(images=[dict(id=1, file_name='a.jpg')],
-                annotations=[dict(id=1, image_id=1, category_id=1, bbox=[0, 0, 10, 10],
-                                  keypoints=[5, 5, 2, 1, 1, 2, 9, 1, 2])],
-                categories=[dict(id=1, name='face', keypoints=['nose', 'l', 'r'])])
-    lines = coco_to_retinaface_lines(coco, num_keypoints=3, keypoint_order=['l', 'r', 'nose'],
-                                     with_score=False)
-    assert lines == ['# a.jpg', '0 0 10 10 1 1 0 9 1 0 5 5 0']
