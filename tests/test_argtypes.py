@@ -45,8 +45,10 @@ def test_both_demos_refuse_with_the_same_messages():
                                                '--batch-size', 'four'])
     assert "argument --max-size: expected an integer >= 0, got '-1'" in parse_error(
         video_args, ['x.mp4', '--json', 'x.jsonl', '--max-size', '-1'])
-    assert "argument --device: expected cpu, cuda or cuda:N, got 'tpu'" in parse_error(
-        image_args, ['x.jpg', '--device', 'tpu'])
+    for parse_args, argv in ((image_args, ['x.jpg']),
+                             (video_args, ['x.mp4', '--json', 'x.jsonl'])):
+        assert "argument --device: expected cpu, cuda or cuda:N, got 'tpu'" in parse_error(
+            parse_args, [*argv, '--device', 'tpu'])
 
 
 def test_import_is_light():

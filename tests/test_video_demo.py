@@ -1,4 +1,5 @@
-"""demo/video_demo.py end to end on short videos made from real photos (panning, zooming).
+"""mmretinaface.apis.video and its command line, demo/video_demo.py, end to end on short
+videos made from real photos (panning, zooming).
 
 Inputs are written with FFV1 (lossless), so the frames the demo decodes are exactly
 the frames made here; outputs written losslessly (.mkv) are compared pixel for pixel
@@ -9,6 +10,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -31,6 +33,12 @@ FRAME_W, FRAME_H = 320, 240
 def video_demo():
     from demo import video_demo
     return video_demo
+
+
+@pytest.fixture(scope='module')
+def video():
+    from mmretinaface.apis import video
+    return video
 
 
 @pytest.fixture(scope='module')
@@ -207,8 +215,10 @@ def test_counts_size_and_rate_equal_the_input(pan_run):
     assert size == (FRAME_W, FRAME_H) and fps == pytest.approx(FPS)
     assert [r['frame'] for r in records] == list(range(7))
     assert [r['time'] for r in records] == pytest.approx([i / FPS for i in range(7)])
-    assert 'frames/s' in pan_run['stderr'] and '7/7' in pan_run['stderr']
-    assert 'done: 7 frame(s)' in pan_run['stdout']
+    assert '] 7/7, ' in pan_run['stderr']  # the progress bar's last state
+    summary = re.search(r'done: 7 frame\(s\), ([\d.]+) frames/s -> (.*)', pan_run['stdout'])
+    assert float(summary.group(1)) > 0
+    assert summary.group(2) == f"{pan_run['tmp'] / 'drawn.mkv'}, {pan_run['tmp'] / 'faces.jsonl'}"
 
 
 def test_json_equals_the_image_path_on_each_decoded_frame(pan_run, inferencer):
@@ -281,7 +291,7 @@ def test_zoom_and_mp4_output(tmp_path, video_demo, converted_checkpoint, inferen
 
 # -------------------------------------------------------------------------- blur
 @pytest.mark.parametrize('method', ['gaussian', 'pixelate'])
-def test_blur_hides_the_faces_and_keeps_every_other_pixel(pan_run, video_demo, method,
+def test_blur_hides_the_faces_and_keeps_every_other_pixel(pan_run, video_demo, video, method,
                                                           converted_checkpoint, inferencer):
     tmp = pan_run['tmp']
     out = tmp / f'blur_{method}.mkv'
@@ -294,7 +304,7 @@ def test_blur_hides_the_faces_and_keeps_every_other_pixel(pan_run, video_demo, m
     assert records == read_jsonl(tmp / 'faces.jsonl')  # same detections as the drawn run
     assert len(blurred) == len(records) == len(pan_run['made'])
     for (frame, _), out_frame, record in zip(pan_run['made'], blurred, records):
-        grown = video_demo.grow_boxes(record['bboxes'], 0.2, FRAME_W, FRAME_H)
+        grown = video.grow_boxes(record['bboxes'], 0.2, FRAME_W, FRAME_H)
         outside = ~box_mask(frame.shape, grown)
         assert np.array_equal(out_frame[outside], frame[outside])
         for box in np.asarray(record['bboxes']).round().astype(int):
@@ -304,7 +314,7 @@ def test_blur_hides_the_faces_and_keeps_every_other_pixel(pan_run, video_demo, m
         assert image_path_faces(inferencer, out_frame)['scores'] == []
 
 
-def test_blur_with_a_lossy_codec_leaves_the_rest_as_the_codec_does(pan_run, video_demo,
+def test_blur_with_a_lossy_codec_leaves_the_rest_as_the_codec_does(pan_run, video_demo, video,
                                                                   converted_checkpoint):
     tmp = pan_run['tmp']
     code, _, stderr = run_demo(video_demo, pan_run['source'], '--out', tmp / 'blur.mp4',
@@ -316,7 +326,7 @@ def test_blur_with_a_lossy_codec_leaves_the_rest_as_the_codec_does(pan_run, vide
     records = read_jsonl(tmp / 'faces.jsonl')
     assert len(blurred) == len(plain) == len(records)
     for out_frame, ref, (frame, _), record in zip(blurred, plain, pan_run['made'], records):
-        grown = video_demo.grow_boxes(record['bboxes'], 0.2, FRAME_W, FRAME_H)
+        grown = video.grow_boxes(record['bboxes'], 0.2, FRAME_W, FRAME_H)
         # one 16-px macroblock around the blurred areas may change with them
         far = ~box_mask(frame.shape, grown + [-16, -16, 16, 16])
         codec_noise = np.abs(ref[far].astype(float) - frame[far]).mean()  # ~4 levels
@@ -327,32 +337,32 @@ def test_blur_with_a_lossy_codec_leaves_the_rest_as_the_codec_does(pan_run, vide
         assert np.abs(out_frame[inside].astype(float) - frame[inside]).mean() > 5.0
 
 
-def test_grow_boxes_hand_checked(video_demo):
-    grown = video_demo.grow_boxes([[10, 20, 30, 60], [-5, 90.5, 15, 99]], 0.25, 100, 100)
+def test_grow_boxes_hand_checked(video):
+    grown = video.grow_boxes([[10, 20, 30, 60], [-5, 90.5, 15, 99]], 0.25, 100, 100)
     # 20x40 box grown by 5 / 10 px; the second is clipped and rounded outwards
     assert grown.tolist() == [[5, 10, 35, 70], [0, 88, 20, 100]]
-    assert video_demo.grow_boxes([], 0.2, 10, 10).shape == (0, 4)
+    assert video.grow_boxes([], 0.2, 10, 10).shape == (0, 4)
 
 
-def test_anonymize_only_touches_the_grown_box(video_demo):
+def test_anonymize_only_touches_the_grown_box(video):
     image = photo('astronaut')
     box = [[180, 60, 300, 210]]
-    out = video_demo.anonymize_faces(image, box, 'pixelate', margin=0.1)
-    x1, y1, x2, y2 = video_demo.grow_boxes(box, 0.1, 512, 512)[0]
+    out = video.anonymize_faces(image, box, 'pixelate', margin=0.1)
+    x1, y1, x2, y2 = video.grow_boxes(box, 0.1, 512, 512)[0]
     mask = box_mask(image.shape, [(x1, y1, x2, y2)])
     assert np.array_equal(out[~mask], image[~mask])
     region = out[y1:y2, x1:x2]
     # 10 blocks along the longer side: few distinct colours, constant inside a block
     assert len(np.unique(region.reshape(-1, 3), axis=0)) <= 10 * 10
     assert len(np.unique(region[:, 0], axis=0)) <= 10
-    blurred = video_demo.anonymize_faces(image, box, 'gaussian', margin=0.1)
+    blurred = video.anonymize_faces(image, box, 'gaussian', margin=0.1)
     assert np.array_equal(blurred[~mask], image[~mask])
     gradient = np.abs(np.diff(blurred[y1:y2, x1:x2].astype(float), axis=1)).mean()
     assert gradient < 0.25 * np.abs(np.diff(image[y1:y2, x1:x2].astype(float), axis=1)).mean()
 
 
 # --------------------------------------------------------------------- bad input
-def test_odd_sized_frames_are_kept_whole(tmp_path, video_demo, converted_checkpoint):
+def test_odd_sized_frames_are_kept_whole(tmp_path, video_demo, video, converted_checkpoint):
     frames = [cv2.resize(f, (161, 121), interpolation=cv2.INTER_AREA) for f in zoom_frames(3)]
     assert read_video(write_video(tmp_path / 'odd.mkv', frames))[2] == (160, 120)  # why
     source = write_mjpeg_avi(tmp_path / 'odd.avi', frames)
@@ -367,7 +377,7 @@ def test_odd_sized_frames_are_kept_whole(tmp_path, video_demo, converted_checkpo
     out, _, size = read_video(tmp_path / 'out.mkv')
     assert size == (162, 122) and len(out) == len(read_jsonl(tmp_path / 'out.jsonl')) == 3
     for frame, written, record in zip(decoded, out, read_jsonl(tmp_path / 'out.jsonl')):
-        outside = ~box_mask(frame.shape, video_demo.grow_boxes(record['bboxes'], 0.2, 161, 121))
+        outside = ~box_mask(frame.shape, video.grow_boxes(record['bboxes'], 0.2, 161, 121))
         assert np.array_equal(written[:121, :161][outside], frame[outside])
         assert np.array_equal(written[:, 161], written[:, 160])  # the replicated column
 
@@ -410,9 +420,10 @@ def test_outputs_are_checked_before_anything_runs(tmp_path, video_demo, converte
     assert code == 0, err
     with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
         video_demo.main([str(source)])  # nothing to do
-    code, _, err = run_demo(video_demo, source, '--json', tmp_path / 'x.jsonl', '--device',
-                            'tpu', *weights)
-    assert code == 2 and err.startswith('error: ') and 'tpu' in err
+    with pytest.raises(SystemExit) as refused, contextlib.redirect_stderr(io.StringIO()) as err:
+        video_demo.main([str(source), '--json', str(tmp_path / 'x.jsonl'), '--device', 'tpu'])
+    assert refused.value.code == 2
+    assert "argument --device: expected cpu, cuda or cuda:N, got 'tpu'" in err.getvalue()
     code, _, err = run_demo(video_demo, source, '--json', existing, '--overwrite', *weights)
     assert code == 0 and len(read_jsonl(existing)) == 2
 
@@ -466,7 +477,7 @@ def test_a_frame_of_another_size_stops_the_run_there(tmp_path, video_demo, monke
 
     source = tmp_path / 'stream.avi'
     source.write_bytes(b'')
-    monkeypatch.setattr(video_demo.cv2, 'VideoCapture', Capture)
+    monkeypatch.setattr(cv2, 'VideoCapture', Capture)
     code, stdout, err = run_demo(video_demo, source, '--out', tmp_path / 'out.mkv', '--json',
                                  tmp_path / 'out.jsonl', '--batch-size', 2, '--weights',
                                  converted_checkpoint)
@@ -485,38 +496,56 @@ def test_max_frames(tmp_path, video_demo, converted_checkpoint):
 
 
 # --------------------------------------------------------------------- interrupts
-def test_ctrl_c_finishes_the_batch_in_hand(tmp_path, video_demo, converted_checkpoint,
-                                           monkeypatch):
-    """A SIGINT delivered during the second batch's inference: that batch is finished and
-    written, then the run stops (exit 130); a second SIGINT in the third call's inference
-    (another run) drops that batch. Both leave equal frame and JSON counts."""
+def test_ctrl_c_finishes_the_batch_in_hand(tmp_path, video, inferencer):
+    """A SIGINT raised in the second batch's inference: that batch is finished and written,
+    then the run stops (exit 130); two SIGINTs in the third batch's inference (another run)
+    drop that batch. Both leave equal frame and JSON counts and the handlers found before.
+
+    ``signal.raise_signal`` runs the Python handler before it returns (main thread), so the
+    signals land at a known point whatever else runs in the process."""
+    def interrupting(signals_at: dict, installed: list):
+        """The inferencer, raising SIGINT ``signals_at[n]`` times in its n-th call."""
+        def call(*args, **kwargs):
+            installed.append(signal.getsignal(signal.SIGINT))
+            for _ in range(signals_at.get(len(installed), 0)):
+                signal.raise_signal(signal.SIGINT)
+            return inferencer(*args, **kwargs)
+        return call
+
     source = write_video(tmp_path / 'in.mkv', zoom_frames(9))
-    real = video_demo.build_inferencer
-
-    def interrupting(signals_at):
-        def build(args):
-            model = real(args)
-            calls = []
-
-            def call(*a, **k):
-                calls.append(1)
-                for _ in range(signals_at.get(len(calls), 0)):
-                    os.kill(os.getpid(), signal.SIGINT)
-                    time.sleep(0.05)  # the handler runs between bytecodes of this thread
-                return model(*a, **k)
-            return call
-        return build
-
+    before = {sig: signal.getsignal(sig) for sig in video.StopRequests.SIGNALS}
     for signals_at, expected in (({2: 1}, 4), ({3: 2}, 4)):
-        monkeypatch.setattr(video_demo, 'build_inferencer', interrupting(signals_at))
-        out, log = tmp_path / f'out{expected}_{len(signals_at)}.mp4', tmp_path / 'out.jsonl'
-        code, stdout, err = run_demo(video_demo, source, '--out', out, '--json', log,
-                                     '--overwrite', '--batch-size', 2, '--weights',
-                                     converted_checkpoint)
-        assert code == 130, err
-        assert f'interrupted after {expected} frame(s)' in stdout
+        installed: list = []
+        out, log = tmp_path / f'out{len(signals_at)}_{expected}.mp4', tmp_path / 'out.jsonl'
+        capture = video.VideoSource(str(source))
+        try:
+            stdout, stderr = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+                run = video.process_video(interrupting(signals_at, installed), capture, out,
+                                          log, batch_size=2)
+        finally:
+            capture.release()
+        assert run.status == video.EXIT_INTERRUPTED and run.frames == expected
+        assert 'stopping after the frames in hand' in stderr.getvalue()
+        assert f'interrupted after {expected} frame(s)' in stdout.getvalue()
         assert len(read_video(out)[0]) == len(read_jsonl(log)) == expected
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+        assert [r['frame'] for r in read_jsonl(log)] == list(range(expected))
+        # StopRequests handled SIGINT during the run, and the earlier handlers are back
+        assert all(isinstance(getattr(h, '__self__', None), video.StopRequests)
+                   for h in installed) and len(installed) == max(signals_at)
+        assert {sig: signal.getsignal(sig) for sig in video.StopRequests.SIGNALS} == before
+
+
+def test_a_second_request_waits_for_the_batch_being_written(video):
+    stop = video.StopRequests()
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        stop.request()
+    assert stop.requested and 'Ctrl-C again to stop at once' in err.getvalue()
+    stop.writing = True
+    stop.request()  # the video and the JSON file get the whole batch
+    stop.writing = False
+    with pytest.raises(KeyboardInterrupt):
+        stop.request()
 
 
 @pytest.mark.slow
@@ -548,17 +577,3 @@ def test_sigint_to_a_running_demo_leaves_a_playable_video(tmp_path, converted_ch
     assert len(decoded) == len(records) and size == (160, 120) and fps == pytest.approx(FPS)
     assert [r['frame'] for r in records] == list(range(len(records)))
     assert f'interrupted after {len(records)} frame(s)' in stdout
-
-
-def test_benchmark_video_case_reports_from_the_numbers():
-    from tools.benchmarks.cases.video import VideoCase
-    result = dict(batch=4, rows=[dict(width=640, height=480, result=dict(
-        fps=dict(json=10.0, blurred=8.0, drawn=2.0, image_path=12.5),
-        cpu_fps=dict(json=20.0, blurred=16.0, drawn=4.0, image_path=25.0), frames=48, n=3))])
-    (finding, ) = VideoCase().findings(result)
-    assert finding == ('- Video demo 640x480, per CPU second: 20.0 frames with JSON only '
-                       '(0.80x the image path on the same frames), 16.0 blurred, 4.0 drawn '
-                       '(drawing and encoding add 200 ms of CPU per frame).')
-    table = '\n'.join(VideoCase().render(result))
-    assert '| 640x480 | wall second | 10.0 | 8.0 | 2.0 | 12.5 | 48 | 3 |' in table
-    assert '| 640x480 | CPU second | 20.0 | 16.0 | 4.0 | 25.0 | 48 | 3 |' in table

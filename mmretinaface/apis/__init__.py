@@ -27,6 +27,16 @@ _LAZY = {
     'get_config_path': 'model_zoo',
     'get_weights_path': 'model_zoo',
     'list_configs': 'model_zoo',
+    'StopRequests': 'video',
+    'VideoInputError': 'video',
+    'VideoRun': 'video',
+    'VideoSink': 'video',
+    'VideoSource': 'video',
+    'anonymize_faces': 'video',
+    'frame_record': 'video',
+    'grow_boxes': 'video',
+    'process_video': 'video',
+    'video_codec': 'video',
 }
 
 __all__ = sorted(_LAZY)
