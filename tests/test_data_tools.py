@@ -113,7 +113,7 @@ def test_face_size_stats_against_the_configs_priors(tmp_path, capsys):
     label = f'# a.png 1000 800\n{faces}\n5 5 0 9\n# b.png\n'  # 5 5 0 9: degenerate, ignored
     pipeline = ("dict(type='LoadImageFromFile'), dict(type='LoadFaceAnnotations'), "
                 "dict(type='RandomSquareCrop', scales=[0.5, 1.0]), "
-                "dict(type='RandomInterpResize', img_dim=100), dict(type='PackFaceInputs')")
+                "dict(type='RandomInterpResize', img_dim=400), dict(type='PackFaceInputs')")
     priors = ('model = dict(bbox_head=dict(prior_generator=dict('
               'min_sizes=[[10, 20], [40, 80], [160, 320]])))\n')
     cfg = _config(tmp_path, label, priors, pipeline)
@@ -126,9 +126,11 @@ def test_face_size_stats_against_the_configs_priors(tmp_path, capsys):
     # 8 < 10 px; 12, 20 -> level 0; 100 -> 80 (level 1); 300 -> 320 (level 2); 600 > 320
     assert (stats['below_smallest'], stats['per_level'], stats['above_largest']) == \
         (1, [2, 1, 1], 1)
-    # in training a face appears at size * 100 / (s * 800), s in 0.5..1: at most size / 4,
-    # at least size / 8: 8, 12, 20 stay below 10 px (2, 3, 5); none reaches 320 (600 -> 75)
-    assert (stats['train_below_even_tightest'], stats['train_above_even_widest']) == (3, 0)
+    # in training a face appears at size * 400 / (s * 800), s in 0.5..1: size in the tightest
+    # crop, size / 2 in the widest: below 10 px 8 (tightest), 8 and 12 (widest); above
+    # 320 px 600 (tightest), none (widest: 300)
+    assert stats['train_crops'] == dict(below_widest=2, below_tightest=1, above_tightest=1,
+                                        above_widest=0)
     assert 'below the smallest prior (10 px): 1 (16.7%)' in text
     assert 'FaceInferencer(pyramid=True)' in text and 'scales=' in text
     plot = cv2.imread(str(out / 'face_sizes.png'))
@@ -150,3 +152,11 @@ def test_face_size_stats_on_the_wider_val_sample(tmp_path, capsys):
     assert stats['images'] == 8 and stats['faces'] + stats['ignored'] == len(faces) == 487
     assert stats['below_smallest'] == sum(np.sqrt(f.xywh[2] * f.xywh[3]) < 16 for f in usable)
     assert (out / 'face_sizes.png').stat().st_size > 10_000
+
+
+def test_face_size_stats_without_faces_says_so(tmp_path, capsys):
+    cfg = _config(tmp_path, '# a.png\n# b.png\n5 5 0 9\n')  # only an ignored (degenerate) face
+    assert face_size_stats.main([cfg, '--out-dir', str(tmp_path / 'stats')]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.endswith('label.txt: no usable faces') and len(err.splitlines()) == 1
+    assert not (tmp_path / 'stats').exists()

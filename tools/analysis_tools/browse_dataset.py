@@ -17,6 +17,7 @@ import argparse
 import os
 import os.path as osp
 import sys
+import warnings
 from typing import List, Optional
 
 from mmengine.config import DictAction
@@ -70,6 +71,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'browse_dataset: {e}', file=sys.stderr)
         return 1
     visualizer = build_face_visualizer(cfg.get('visualizer'), dataset.metainfo)
+    # faces cut by a crop touch the border: expected here, not worth a warning per box
+    warnings.filterwarnings('ignore', 'Warning: The (bbox|polygon) is out of bounds')
     count = len(dataset) if args.max_samples is None else min(args.max_samples, len(dataset))
     faces = with_landmarks = 0
     progress = ProgressBar(count)

@@ -58,7 +58,8 @@ def _plot(sizes: np.ndarray, min_sizes: List[List[float]], steps: List[int], pat
     for k, (level, step) in enumerate(zip(min_sizes, steps)):
         for j, s in enumerate(level):
             ax.axvline(s, color=f'C{k}', linestyle='--', linewidth=1.5,
-                       label=f'level {k} priors (stride {step})' if j == 0 else None)
+                       label=f'level {k} priors {", ".join(f"{v:g}" for v in level)} px '
+                       f'(stride {step})' if j == 0 else None)
     ax.set_xscale('log')
     ax.set_xlabel('face size sqrt(w * h), image pixels')
     ax.set_ylabel('faces')
@@ -103,21 +104,20 @@ def main(argv: Optional[List[str]] = None) -> int:
             width, height = info.get('width'), info.get('height')
             if not width:
                 width, height = Image.open(info['img_path']).size  # reads the header only
-            for inst in usable:
-                x1, y1, x2, y2 = inst['bbox']
-                sizes.append(np.sqrt((x2 - x1) * (y2 - y1)))
-                short_sides.append(min(width, height))
+            boxes = np.array([inst['bbox'] for inst in usable], float)
+            sizes.extend(np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))
+            short_sides.extend([min(width, height)] * len(usable))
     sizes, short_sides = np.asarray(sizes), np.asarray(short_sides, float)
-    total = len(sizes)
-    counts = np.asarray(per_image)
-    print(f'{loader}.dataset: {type(dataset).__name__}, {dataset.ann_file}')
+    total, counts = len(sizes), np.asarray(per_image)
+    ann_file = getattr(dataset, 'ann_file', cfg[loader].dataset.get('ann_file'))
+    if not total:
+        print(f'face_size_stats: {ann_file}: no usable faces', file=sys.stderr)
+        return 1
+    print(f'{loader}.dataset: {type(dataset).__name__}, {ann_file}')
     print(f'images: {len(dataset)} ({int((counts == 0).sum())} without a usable face); '
           f'faces: {total} (per image: mean {counts.mean():.1f}, median '
           f'{np.median(counts):g}, max {counts.max()}); ignored faces: {ignored}; '
           f'faces with landmarks: {_share(landmarks, total)}')
-    if not total:
-        print(f'face_size_stats: {dataset.ann_file}: no usable faces', file=sys.stderr)
-        return 1
     below, above = int((sizes < smallest).sum()), int((sizes > largest).sum())
     inside = (sizes >= smallest) & (sizes <= largest)
     levels = nearest_level(sizes[inside], min_sizes)
@@ -137,14 +137,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     resize = next((t for t in steps_built if isinstance(t, RandomInterpResize)), None)
     if crop is not None and resize is not None:  # a face f appears at f * dim / (s * short)
         dim = min(resize.size)
-        tight = sizes * dim / (min(crop.scales) * short_sides)
-        wide = sizes * dim / (max(crop.scales) * short_sides)
-        stats.update(train_below_even_tightest=int((tight < smallest).sum()),
-                     train_above_even_widest=int((wide > largest).sum()))
-        print(f'training crops ({"/".join(f"{s:g}" for s in crop.scales)} of the short side, '
-              f'resized to {dim} px): below {smallest:g} px even in the tightest crop: '
-              f'{_share(stats["train_below_even_tightest"], total)}; above {largest:g} px even '
-              f'in the widest: {_share(stats["train_above_even_widest"], total)}')
+        wide, tight = (sizes * dim / (s * short_sides) for s in (max(crop.scales),
+                                                                   min(crop.scales)))
+        train = dict(below_widest=int((wide < smallest).sum()),
+                     below_tightest=int((tight < smallest).sum()),
+                     above_tightest=int((tight > largest).sum()),
+                     above_widest=int((wide > largest).sum()))
+        stats['train_crops'] = train
+        scales = '/'.join(f'{s:g}' for s in crop.scales)
+        print(f'training crops ({scales} of the short side, resized to {dim} px): below '
+              f'{smallest:g} px: {_share(train["below_widest"], total)} in the widest crop, '
+              f'{_share(train["below_tightest"], total)} in the tightest; above {largest:g} '
+              f'px: {_share(train["above_tightest"], total)} in the tightest, '
+              f'{_share(train["above_widest"], total)} in the widest')
     print(f'note: at the original size (the default test scale) faces below {smallest:g} px '
           'are hard to find: upscaled passes (e.g. FaceInferencer(scales=...)) bring them to '
           f'the priors; faces above {largest:g} px are found by halved copies '
