@@ -1,6 +1,6 @@
 """The onnxruntime usage snippet of README.md / docs/inference.md, kept runnable.
 
-tests/test_export_onnx.py checks that the documentation shows exactly the
+test_export_onnx.py checks that the documentation shows exactly the
 source of :func:`detect_faces_onnx` and that it gives ``detect_faces``' faces.
 """
 import cv2

@@ -169,3 +169,32 @@ def write_face_set(root: Path, model, num_train: int = 16, num_val: int = 8,
         faces=[f.photo.name for f in faces],
         train=write_split(root, 'train', num_train, seed, faces, backgrounds[0::2]),
         val=write_split(root, 'val', num_val, seed + 1, faces, backgrounds[1::2]))
+
+
+def zoomed_portrait(inferencer, name: str, face: float, size: Tuple[int, int],
+                    flip: bool = False) -> Tuple[np.ndarray, List[float]]:
+    """A bundled portrait cropped around its face and resized so that the face is about
+    ``face`` px (``sqrt(w * h)``) in a ``size`` (w, h) image (less where the photo ends).
+
+    Returns the BGR image and the face box there (xyxy), mapped from the single-scale
+    detection on the photo itself (``inferencer``: a FaceInferencer).
+    """
+    import math
+
+    from mmretinaface.apis import bundled_photo
+    photo = cv2.imread(bundled_photo(name), cv2.IMREAD_COLOR)
+    if flip:
+        photo = np.ascontiguousarray(photo[:, ::-1])
+    (sample, ) = inferencer(photo, return_datasamples=True)['predictions']
+    box = sample.pred_instances.bboxes[int(sample.pred_instances.scores.argmax())].tolist()
+    scale = face / math.sqrt((box[2] - box[0]) * (box[3] - box[1]))
+    height, width = photo.shape[:2]
+    crop_w, crop_h = min(size[0] / scale, width), min(size[1] / scale, height)
+    left = min(max((box[0] + box[2] - crop_w) / 2, 0), width - crop_w)
+    top = min(max((box[1] + box[3] - crop_h) / 2, 0), height - crop_h)
+    out_w, out_h = round(crop_w * scale), round(crop_h * scale)
+    affine = np.array([[scale, 0, -left * scale], [0, scale, -top * scale]])
+    image = cv2.warpAffine(photo, affine, (out_w, out_h), flags=cv2.INTER_LINEAR)
+    face_box = [(box[0] - left) * scale, (box[1] - top) * scale,
+                (box[2] - left) * scale, (box[3] - top) * scale]
+    return image, face_box

@@ -143,7 +143,7 @@ def documented_snippet() -> str:
 
 def test_documented_onnxruntime_snippet(decoded_onnx, mobilenet_detector, tmp_path,
                                         monkeypatch):
-    from mmretinaface.deploy import onnx_snippet
+    from tests import onnx_snippet
     code = documented_snippet()
     # the docs show exactly the kept function (and its imports, and one call)
     assert inspect.getsource(onnx_snippet.detect_faces_onnx) in code

@@ -7,11 +7,11 @@ import pytest
 
 from mmretinaface.apis import bundled_photo, get_config_path, load_image
 from mmretinaface.deploy import export_onnx
-from mmretinaface.deploy.int8_eval import box_iou, compare_faces, face_mosaics, group_photo
 from mmretinaface.deploy.onnx_runtime import OnnxFaceDetector
 from mmretinaface.deploy.quantize import float_nodes
 from mmretinaface.utils.cpu import nchwc_block_size
 from mmretinaface.utils.image_io import read_image_folder
+from tools.export_onnx import box_iou, compare_faces, face_mosaics, group_photo
 
 # INT8 vs FP32 on real faces (the FP32 faces scoring >= 0.5; INT8 faces counted from 0.3, so
 # that a face near the threshold may score a little lower). Measured with the default scheme

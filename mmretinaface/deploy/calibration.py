@@ -9,7 +9,7 @@ activation ranges cover small and large faces, indoor and outdoor scenes.
 ``--calib-images DIR`` replaces it with the user's photos (same scaling), read
 by :func:`~mmretinaface.utils.image_io.read_image_folder`.
 """
-from typing import Iterator, List, Optional, Sequence
+from typing import Callable, Iterator, List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -90,18 +90,22 @@ def calibration_images(images: Optional[Sequence[np.ndarray]] = None,
 
 class CalibrationReader:
     """onnxruntime ``CalibrationDataReader``: feeds ``images`` one at a time as the
-    exported model's input (``(1, 3, H, W)`` float32 BGR 0..255)."""
+    exported model's input (``(1, 3, H, W)`` float32 BGR 0..255, or what
+    ``to_input`` makes of the ``(3, H, W)`` uint8 image)."""
 
-    def __init__(self, images: Sequence[np.ndarray], input_name: str = 'image') -> None:
+    def __init__(self, images: Sequence[np.ndarray], input_name: str = 'image',
+                 to_input: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> None:
         self.images = list(images)
         self.input_name = input_name
+        self.to_input = to_input
         self._iter: Iterator[np.ndarray] = iter(self.images)
 
     def get_next(self) -> Optional[dict]:
         image = next(self._iter, None)
         if image is None:
             return None
-        blob = np.ascontiguousarray(image.astype(np.float32).transpose(2, 0, 1)[None])
+        chw = np.ascontiguousarray(image.transpose(2, 0, 1))
+        blob = self.to_input(chw) if self.to_input else chw.astype(np.float32)[None]
         return {self.input_name: blob}
 
     def rewind(self) -> None:

@@ -2,16 +2,19 @@
 
 Input ``image``: ``(B, 3, H, W)`` float32 pixels in 0..255 in the channel order
 the detector's data preprocessor takes (BGR for the shipped configs); its
-normalisation (channel flip, mean, std) is inside the graph. Batch, height
-and width are dynamic. Output layouts (``outputs=``):
+normalisation (channel flip, mean, std) is inside the graph, except for
+``'levels'``. Batch, height and width are dynamic. Output layouts (``outputs=``):
 
 * ``'raw'`` (the reference layout): ``loc (B, P, 4)``, ``conf (B, P, 2)``
   softmaxed, ``landmarks (B, P, 2K)``;
 * ``'decoded'``: ``boxes (B, P, 4)`` xyxy pixels, ``scores (B, P)``,
   ``landmarks (B, P, K, 2)`` pixels; score threshold and NMS stay outside;
-* ``'levels'``: the head's per-level maps ``cls_score_i``, ``bbox_pred_i``,
-  ``kpt_pred_i`` (NCHW), which the head's own ``predict_by_feat`` turns into
-  detections (what ``FaceInferencer(backend='onnxruntime')`` runs).
+* ``'levels'``: mmdet's ``mode='tensor'``: the input is the data
+  preprocessor's normalised batch and the outputs the head's per-level maps
+  ``cls_score_i``, ``bbox_pred_i``, ``kpt_pred_i`` (NCHW), which the head's own
+  ``predict_by_feat`` turns into detections (what
+  ``FaceInferencer(backend='onnxruntime')`` runs; normalising while converting
+  the pixels to float costs less than a pass over the input in the graph).
 """
 import warnings
 from typing import Dict, List, Tuple
@@ -65,13 +68,14 @@ class RetinaFaceExportWrapper(nn.Module):
             'loc', 'conf', 'landmarks']
 
     def forward(self, image: Tensor) -> Tuple[Tensor, ...]:
+        head = self.detector.bbox_head
+        if self.outputs == 'levels':
+            return tuple(level for kind in head(self.detector.extract_feat(image))
+                         for level in kind)
         x = (image.flip(1) if self.flip else image) - self.mean
         if not self.unit_std:
             x = x / self.std
-        head = self.detector.bbox_head
         outs = head(self.detector.extract_feat(x))
-        if self.outputs == 'levels':
-            return tuple(level for kind in outs for level in kind)
         # the head's own flatten / priors / decode, as its loss and predict_by_feat use
         cls, reg, kpt = head.flatten_outputs(*outs)
         probs = cls.softmax(dim=-1)
@@ -132,6 +136,8 @@ def compare_with_pytorch(detector: nn.Module, onnx_file: str, outputs: str = 'ra
     import onnxruntime as ort
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 256, (batch, 3, *size)).astype(np.float32)
+    if outputs == 'levels':
+        image -= 128
     session = ort.InferenceSession(onnx_file, providers=['CPUExecutionProvider'])
     names = [out.name for out in session.get_outputs()]
     ours = session.run(None, {session.get_inputs()[0].name: image})

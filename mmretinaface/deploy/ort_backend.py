@@ -26,7 +26,7 @@ def model_digest(detector, int8: bool) -> str:
     weights, the export / quantization scheme, this CPU's channel block (the graph
     rewrites depend on it) and the package version."""
     digest = hashlib.sha256(
-        f'{__version__} levels int8={int8} block={nchwc_block_size()} '.encode())
+        f'{__version__} levels-normalised-input int8={int8} block={nchwc_block_size()} '.encode())
     if int8:
         digest.update(DEFAULT_SCHEME.describe().encode())
     cfg = getattr(detector, 'cfg', None)
@@ -38,7 +38,38 @@ def model_digest(detector, int8: bool) -> str:
     return digest.hexdigest()[:16]
 
 
-def cached_onnx_model(detector, int8: bool = False, folder=None) -> str:
+class InputBatcher:
+    """The data preprocessor's batching in numpy: ``(3, H, W)`` uint8 images -> the
+    normalised ``(B, 3, H, W)`` float32 batch, padded at the bottom / right to the
+    largest size (a multiple of ``pad_size_divisor``) with ``pad_value``. The values
+    are the preprocessor's; the conversion to float and the normalisation are one
+    numpy pass."""
+
+    def __init__(self, preprocessor: nn.Module) -> None:
+        self.flip, mean, std, self.pad_value = input_normalization(preprocessor)
+        self.mean = mean.numpy().reshape(3, 1, 1)
+        self.std = None if bool((std == 1).all()) else std.numpy().reshape(3, 1, 1)
+        self.divisor = int(getattr(preprocessor, 'pad_size_divisor', 1))
+
+    def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        height = max(img.shape[-2] for img in images)
+        width = max(img.shape[-1] for img in images)
+        height, width = (-(-height // self.divisor) * self.divisor,
+                         -(-width // self.divisor) * self.divisor)
+        out = np.empty((len(images), 3, height, width), np.float32)
+        for k, img in enumerate(images):
+            img = np.asarray(img)
+            h, w = img.shape[-2:]
+            if (h, w) != (height, width):
+                out[k] = self.pad_value
+            view = out[k, :, :h, :w]
+            np.subtract(img[::-1] if self.flip else img, self.mean, out=view)
+            if self.std is not None:
+                view /= self.std
+        return out
+
+
+def cached_onnx_model(detector: nn.Module, int8: bool = False, folder=None) -> str:
     """Path of ``detector`` exported to ONNX (``'levels'`` outputs; statically quantized
     with ``int8``), made on first use in ``folder`` (default: ``cache_dir()/onnx``, beside
     the default weights) and reused while the config and weights are the same.
@@ -57,7 +88,8 @@ def cached_onnx_model(detector, int8: bool = False, folder=None) -> str:
         staged = fp32
         if int8:
             staged = str(Path(tmp) / 'int8.onnx')
-            quantize_int8(fp32, staged)
+            batcher = InputBatcher(detector.data_preprocessor)
+            quantize_int8(fp32, staged, to_input=lambda chw: batcher([chw]))
         os.replace(staged, path)
     return str(path)
 
@@ -67,9 +99,9 @@ class OnnxRuntimeDetector(BaseModel):
 
     ``test_step`` takes what the PyTorch detector takes (the test pipeline's
     ``inputs`` and ``data_samples``) and returns the same ``DetDataSample`` s:
-    images are batched as the detector's data preprocessor would (padding
-    equal to its padded values), the exported network (``'levels'`` outputs,
-    normalisation inside) runs in ONNX Runtime, and the detector's own head
+    images are batched as the detector's data preprocessor would
+    (:class:`InputBatcher`), the exported network (``'levels'`` outputs) runs in
+    ONNX Runtime, and the detector's own head
     turns its maps into detections (``predict_by_feat``: score threshold,
     decoding, NMS, rescale). ``detector`` provides the head, the
     preprocessor's settings and ``dataset_meta``; its weights are in the ONNX.
@@ -87,34 +119,15 @@ class OnnxRuntimeDetector(BaseModel):
         self.head = detector.bbox_head
         self.dataset_meta = getattr(detector, 'dataset_meta', None)
         self.cfg = getattr(detector, 'cfg', None)
-        flip, mean, std, pad_value = input_normalization(detector.data_preprocessor)
-        pad = (mean + pad_value * std).numpy()  # the raw pixel that normalises to pad_value
-        self.pad_pixel = (pad[::-1] if flip else pad).astype(np.float32).reshape(1, 3, 1, 1)
-        self.pad_size_divisor = int(getattr(detector.data_preprocessor, 'pad_size_divisor', 1))
+        self.batch = InputBatcher(detector.data_preprocessor)
         self.onnx_file = str(onnx_file)
         self.session = ort_session(self.onnx_file, threads or torch.get_num_threads())
         self.input_name = self.session.get_inputs()[0].name
         self.levels = len(self.session.get_outputs()) // 3
 
-    def batch(self, images: Sequence[torch.Tensor]) -> np.ndarray:
-        """``(C, H, W)`` uint8 images -> the ``(B, 3, H, W)`` float32 network input,
-        padded at the bottom / right to the largest size (a multiple of
-        ``pad_size_divisor``) with the preprocessor's padding."""
-        height = max(int(img.shape[-2]) for img in images)
-        width = max(int(img.shape[-1]) for img in images)
-        div = self.pad_size_divisor
-        height, width = -(-height // div) * div, -(-width // div) * div
-        out = np.empty((len(images), 3, height, width), np.float32)
-        for k, img in enumerate(images):
-            h, w = img.shape[-2:]
-            if (h, w) != (height, width):
-                out[k] = self.pad_pixel[0]
-            out[k, :, :h, :w] = img.numpy()
-        return out
-
     def test_step(self, data: dict) -> list:
         samples = data['data_samples']
-        batch = self.batch(data['inputs'])
+        batch = self.batch([img.numpy() for img in data['inputs']])
         for sample in samples:
             sample.set_metainfo(dict(batch_input_shape=tuple(batch.shape[-2:]),
                                      pad_shape=tuple(batch.shape[-2:])))

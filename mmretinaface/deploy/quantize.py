@@ -23,7 +23,7 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
@@ -141,6 +141,7 @@ def _without_preprocess_advice() -> Iterator[None]:
 
 def quantize_int8(fp32_file: str, out_file: str,
                   images: Optional[Sequence[np.ndarray]] = None,
+                  to_input: Optional[Callable[[np.ndarray], np.ndarray]] = None,
                   scheme: Int8Scheme = DEFAULT_SCHEME) -> None:
     """Write an INT8 version of the exported FP32 model ``fp32_file`` to ``out_file``.
 
@@ -148,6 +149,8 @@ def quantize_int8(fp32_file: str, out_file: str,
         images: BGR uint8 calibration photos (any sizes); default the bundled
             real photos and mosaics (:func:`~.calibration.calibration_images`).
             Given photos are resized to longer sides 640 and 320 first.
+        to_input: a ``(3, H, W)`` uint8 BGR image -> the model's input (default:
+            float32 pixels, as the exports with the normalisation inside take).
         scheme: see :class:`Int8Scheme`.
     """
     import onnx
@@ -174,7 +177,7 @@ def quantize_int8(fp32_file: str, out_file: str,
                            (scheme.quant_format, formats)):
         if value not in allowed:
             raise ValueError(f'INT8 scheme: {value!r} is not one of {sorted(allowed)}')
-    reader = CalibrationReader(calibration_images(images), input_name)
+    reader = CalibrationReader(calibration_images(images), input_name, to_input)
     out_dir = os.path.dirname(os.path.abspath(out_file))
     with tempfile.TemporaryDirectory(dir=out_dir, prefix='.int8-') as tmp, \
             _without_preprocess_advice():
