@@ -122,12 +122,10 @@ def check_show() -> None:
 
 
 def build_inferencer(args: argparse.Namespace):
-    """The image path's FaceInferencer for the model options (``--pyramid``: ``pyramid=True``)."""
+    """The image path's FaceInferencer for the model options (backend, INT8, pyramid, ...)."""
     from mmretinaface.apis import FaceInferencer
-    kwargs = dict(device=args.device, show_progress=False, optimize=not args.no_fuse)
-    if args.max_size is not None:
-        kwargs['max_size'] = args.max_size
-    return FaceInferencer(args.config, args.weights, pyramid=args.pyramid, **kwargs)
+    return FaceInferencer(device=args.device, show_progress=False,
+                          **argtypes.inferencer_options(args))
 
 
 def main(argv=None) -> int:

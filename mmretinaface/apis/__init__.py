@@ -4,18 +4,18 @@ name, image reading and face alignment.
 Names load on first use, so ``import mmretinaface.apis`` costs nothing; the
 inferencer and the builder import torch and mmdet when first touched.
 """
-from ..lazy import lazy_attributes
+from ..utils.lazy import lazy_attributes
 
 # name -> submodule that defines it
 _LAZY = {
     'ARCFACE_TEMPLATE_112': 'alignment',
     'align_faces': 'alignment',
     'estimate_similarity': 'alignment',
-    'ImageReadError': 'image_io',
-    'bundled_photo': 'image_io',
-    'exif_orientation': 'image_io',
-    'load_image': 'image_io',
-    'to_bgr_uint8': 'image_io',
+    'ImageReadError': 'mmretinaface.utils.image_io',
+    'bundled_photo': 'mmretinaface.utils.image_io',
+    'exif_orientation': 'mmretinaface.utils.image_io',
+    'load_image': 'mmretinaface.utils.image_io',
+    'to_bgr_uint8': 'mmretinaface.utils.image_io',
     'check_weights_path': 'inference',
     'init_face_detector': 'inference',
     'load_face_checkpoint': 'inference',
