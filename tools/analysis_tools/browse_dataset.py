@@ -65,8 +65,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     cfg = load_tool_config(args.config, cfg_options=args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     check_data_paths(cfg, ['train_dataloader'], 'browse_dataset.py')
+    dataset_cfg = cfg.train_dataloader.dataset
+    if 'dataset' not in dataset_cfg and 'datasets' not in dataset_cfg:  # not a wrapper
+        dataset_cfg.serialize_data = False  # read once: no copy (mmengine fails on none left)
     try:
-        dataset = DATASETS.build(cfg.train_dataloader.dataset)
+        dataset = DATASETS.build(dataset_cfg)
     except (FileNotFoundError, ValueError) as e:  # missing images, malformed labels
         print(f'browse_dataset: {e}', file=sys.stderr)
         return 1

@@ -11,8 +11,6 @@ the smallest prior, nearest each level, and above the largest, and what the
 training crops and test-time scales do for them. Writes face_sizes.png (a
 histogram with the prior sizes marked) and face_size_stats.json to --out-dir.
 """
-from __future__ import annotations
-
 import argparse
 import json
 import os
@@ -60,9 +58,7 @@ def _plot(sizes: np.ndarray, min_sizes: List[List[float]], steps: List[int], pat
             ax.axvline(s, color=f'C{k}', linestyle='--', linewidth=1.5,
                        label=f'level {k} priors {", ".join(f"{v:g}" for v in level)} px '
                        f'(stride {step})' if j == 0 else None)
-    ax.set_xscale('log')
-    ax.set_xlabel('face size sqrt(w * h), image pixels')
-    ax.set_ylabel('faces')
+    ax.set(xscale='log', xlabel='face size sqrt(w * h), image pixels', ylabel='faces')
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -82,8 +78,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     loader = f'{args.split}_dataloader'
     check_data_paths(cfg, [loader], 'face_size_stats.py')
+    dataset_cfg = cfg[loader].dataset
+    if 'dataset' not in dataset_cfg and 'datasets' not in dataset_cfg:  # not a wrapper
+        dataset_cfg.serialize_data = False  # read once: no copy (mmengine fails on none left)
     try:
-        dataset = DATASETS.build(cfg[loader].dataset)
+        dataset = DATASETS.build(dataset_cfg)
     except (FileNotFoundError, ValueError) as e:  # missing images, malformed labels
         print(f'face_size_stats: {e}', file=sys.stderr)
         return 1
@@ -119,19 +118,19 @@ def main(argv: Optional[List[str]] = None) -> int:
           f'{np.median(counts):g}, max {counts.max()}); ignored faces: {ignored}; '
           f'faces with landmarks: {_share(landmarks, total)}')
     below, above = int((sizes < smallest).sum()), int((sizes > largest).sum())
-    inside = (sizes >= smallest) & (sizes <= largest)
-    levels = nearest_level(sizes[inside], min_sizes)
+    levels = nearest_level(sizes[(sizes >= smallest) & (sizes <= largest)], min_sizes)
+    per_level = [int((levels == k).sum()) for k in range(len(steps))]
     print(f'face size sqrt(w*h), image pixels: min {sizes.min():.1f}, median '
           f'{np.median(sizes):.1f}, max {sizes.max():.1f}')
     print(f'  below the smallest prior ({smallest:g} px): {_share(below, total)}')
     for k, (level, step) in enumerate(zip(min_sizes, steps)):
         priors = ', '.join(f'{s:g}' for s in level)
         print(f'  nearest level {k} (stride {step}, priors {priors} px): '
-              f'{_share(int((levels == k).sum()), total)}')
+              f'{_share(per_level[k], total)}')
     print(f'  above the largest prior ({largest:g} px): {_share(above, total)}')
     stats = dict(images=len(dataset), faces=total, ignored=ignored, with_landmarks=landmarks,
                  below_smallest=below, above_largest=above, min_sizes=min_sizes, steps=steps,
-                 per_level=[int((levels == k).sum()) for k in range(len(steps))])
+                 per_level=per_level)
     steps_built = getattr(dataset.pipeline, 'transforms', [])
     crop = next((t for t in steps_built if isinstance(t, RandomSquareCrop)), None)
     resize = next((t for t in steps_built if isinstance(t, RandomInterpResize)), None)
