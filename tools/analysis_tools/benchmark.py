@@ -253,7 +253,7 @@ def forward_fn(infer, image: np.ndarray) -> Callable[[], Any]:
                 return infer.model(batch, mode='tensor')
         return run
     network = infer.network
-    batch = network.batch(data['inputs'])
+    batch = network.batch([img.numpy() for img in data['inputs']])
     return lambda: network.session.run(None, {network.input_name: batch})
 
 
