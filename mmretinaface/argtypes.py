@@ -29,9 +29,25 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def scales(value: str):
+    """A multi-scale setting's name (``single``, ``pyramid``, ``crowd``) or
+    comma-separated positive factors (``1,2``)."""
+    if re.fullmatch(r'[a-z]+', value):
+        return value
+    try:
+        factors = tuple(float(v) for v in value.split(','))
+    except ValueError:
+        factors = ()
+    if not factors or min(factors) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"expected single, pyramid, crowd or comma-separated factors like 1,2; got '{value}'")
+    return factors
+
+
 def add_model_options(parser: argparse.ArgumentParser, inputs: str = 'images') -> None:
     """The model options every demo takes: ``--config``, ``--weights``, ``--max-size``,
-    ``--backend``, ``--int8``, ``--pyramid`` and ``--no-fuse`` (one wording, one meaning;
+    ``--backend``, ``--int8``, ``--scales``, ``--pyramid`` and ``--no-fuse`` (one wording, one
+    meaning;
     :func:`inferencer_options` turns them into ``FaceInferencer`` arguments)."""
     parser.add_argument('--config', help='config path or shipped config name (default: '
                         'retinaface_mobilenet0.25_widerface)')
@@ -48,9 +64,13 @@ def add_model_options(parser: argparse.ArgumentParser, inputs: str = 'images') -
     parser.add_argument('--int8', action='store_true',
                         help='run the statically quantized INT8 model (ONNX Runtime, CPU): '
                         'faster, a slightly different model')
+    parser.add_argument('--scales', type=scales, metavar='SETTING|F1,F2',
+                        help='multi-scale inference: single (default), pyramid (halved copies '
+                        'for close-ups), crowd (also a 1.5x copy for crowds and small faces, '
+                        'about 3-4x the time), or factors such as 1,2')
     parser.add_argument('--pyramid', action='store_true',
-                        help='image-pyramid inference: also detect on halved copies, so that '
-                        'faces larger than the anchors (close-ups, >~400 px) are found whole '
+                        help='= --scales pyramid: also detect on halved copies, so that faces '
+                        'larger than the anchors (close-ups, >~400 px) are found whole '
                         'instead of as fragments (about 1.3x the time)')
     parser.add_argument('--no-fuse', action='store_true',
                         help='PyTorch backend: run the model as loaded (by default BatchNorm is '
@@ -60,5 +80,6 @@ def add_model_options(parser: argparse.ArgumentParser, inputs: str = 'images') -
 def inferencer_options(args: argparse.Namespace) -> dict:
     """``FaceInferencer`` keyword arguments from :func:`add_model_options`' options."""
     return dict(model=args.config, weights=args.weights, max_size=args.max_size,
-                backend=args.backend, int8=args.int8, pyramid=args.pyramid,
+                backend=args.backend, int8=args.int8, scales=args.scales,
+                pyramid=args.pyramid,
                 optimize=not args.no_fuse)

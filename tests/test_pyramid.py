@@ -13,12 +13,13 @@ from mmretinaface.apis import FaceInferencer, bundled_photo
 from mmretinaface.models.pyramid import (
     FacePyramidTTAModel,
     face_sizes,
+    box_vote,
     fragment_mask,
-    halve_data,
     halve_image,
     level_size_ranges,
     merge_pyramid_levels,
     pyramid_scales,
+    resize_data,
 )
 
 
@@ -90,6 +91,22 @@ def test_fragments_are_finer_boxes_inside_a_confident_coarser_face():
     assert fragment_mask(boxes[:0], scores[:0], levels[:0]).shape == (0, )
 
 
+def test_box_vote_hand_checked():
+    """A and B overlap (IoU 0.82 > 0.4): one face, the score-weighted mean of both (boxes and
+    landmarks), A's score. C overlaps B (IoU 0.48) but not A (0.38): NMS keeps C, so C is
+    its own face (groups are NMS's suppressions, not chains of overlaps)."""
+    boxes = [[0, 0, 10, 10], [1, 0, 11, 10], [4.5, 0, 14.5, 10], [40, 40, 50, 50]]
+    faces = instances(boxes, [0.9, 0.6, 0.5, 0.7])
+    voted = box_vote(faces, iou_thr=0.4)
+    torch.testing.assert_close(voted.scores, torch.tensor([0.9, 0.7, 0.5]))
+    torch.testing.assert_close(voted.bboxes, torch.tensor(
+        [[0.4, 0, 10.4, 10], [40, 40, 50, 50], [4.5, 0, 14.5, 10]]))
+    want_points = (0.9 * faces.keypoints[0] + 0.6 * faces.keypoints[1]) / 1.5
+    torch.testing.assert_close(voted.keypoints[0], want_points)
+    torch.testing.assert_close(voted.keypoints[1:], faces.keypoints[[3, 2]])
+    assert len(box_vote(faces[:0])) == 0
+
+
 def test_merge_keeps_each_level_sizes_then_nms_and_fragments():
     fine = instances([[10, 10, 60, 60],          # a: 50 px face -> kept
                       [600, 600, 800, 800],      # b: 200 px part of the large face
@@ -100,12 +117,19 @@ def test_merge_keeps_each_level_sizes_then_nms_and_fragments():
                         [100, 500, 200, 600],    # e: 100 px < 320 -> the finer level's
                         [1204, 2, 1562, 362]],   # d': 359 px, scores higher than d
                        [0.99, 0.85, 0.9])
-    merged = merge_pyramid_levels([fine, coarse], [1.0, 0.5], max_face_size=400, overlap=0.8)
+    merged = merge_pyramid_levels([fine, coarse], [1.0, 0.5], max_face_size=400, overlap=0.8,
+                                  merge='nms')
     expected = InstanceData.cat([coarse[[0, 2]], fine[[0]]])  # c', d', a by score
     for key in ('bboxes', 'scores', 'labels', 'keypoints'):
         torch.testing.assert_close(merged[key], expected[key], rtol=0, atol=0)
-    top2 = merge_pyramid_levels([fine, coarse], [1.0, 0.5], 400, max_per_img=2)
+    top2 = merge_pyramid_levels([fine, coarse], [1.0, 0.5], 400, max_per_img=2, merge='nms')
     torch.testing.assert_close(top2.bboxes, expected.bboxes[:2])
+    # box voting (the default): d' and d form one face, their score-weighted mean
+    voted = merge_pyramid_levels([fine, coarse], [1.0, 0.5], max_face_size=400, overlap=0.8)
+    torch.testing.assert_close(voted.scores, expected.scores)
+    d_mean = (0.9 * coarse.bboxes[2] + 0.8 * fine.bboxes[3]) / 1.7
+    torch.testing.assert_close(voted.bboxes[1], d_mean)
+    torch.testing.assert_close(voted.bboxes[[0, 2]], expected.bboxes[[0, 2]])
     # one level: everything kept, nothing merged away
     alone = merge_pyramid_levels([fine], [1.0], 400)
     torch.testing.assert_close(alone.scores, fine.scores.sort(descending=True).values)
@@ -122,7 +146,7 @@ def test_halving_averages_2x2_blocks_and_halves_the_scale():
     torch.testing.assert_close(half, torch.tensor([[[2, 6]], [[10, 20]]], dtype=torch.uint8))
     sample = DetDataSample(metainfo=dict(img_shape=(3, 5), scale_factor=(2.0, 4.0),
                                          pyramid_scale=1.0))
-    data = halve_data(dict(inputs=[image], data_samples=[sample]))
+    data = resize_data(dict(inputs=[image], data_samples=[sample]), 0.5)
     (small, ), (meta, ) = data['inputs'], data['data_samples']
     torch.testing.assert_close(small, half)
     assert meta.img_shape == (1, 2) and meta.scale_factor == (1.0, 2.0)

@@ -5,6 +5,7 @@ Examples:
   python tools/test.py configs/retinaface_mobilenet0.25_widerface.py CKPT
   python tools/test.py CONFIG CKPT --scale-protocol reference --tta
   python tools/test.py CONFIG CKPT --scale-protocol pyramid          # large faces too
+  python tools/test.py CONFIG CKPT --scale-protocol crowd            # small faces too
   python tools/test.py CONFIG CKPT --out-dir outputs/widerface_txt   # official txt layout
   python tools/test.py CONFIG CKPT --gt-dir data/widerface/ground_truth --plot pr.png
 """
@@ -16,7 +17,11 @@ from mmengine.config import Config, DictAction
 
 from mmretinaface.utils.cli import add_launcher_args, export_local_rank
 
-SCALE_PROTOCOLS = ('original', 'vga', 'reference', 'pyramid')
+#: Resize protocols (the config's ``test_scale_protocols``) and multi-scale settings
+#: (FacePyramidTTAModel, the settings FaceInferencer(scales=...) takes).
+RESIZE_PROTOCOLS = ('original', 'vga', 'reference')
+MULTI_SCALE_PROTOCOLS = ('pyramid', 'crowd')
+SCALE_PROTOCOLS = RESIZE_PROTOCOLS + MULTI_SCALE_PROTOCOLS
 
 
 def parse_args(argv=None):
@@ -31,9 +36,10 @@ def parse_args(argv=None):
     parser.add_argument('--plot', help='PR-curve PNG (default: WORK_DIR/pr_curves.png)')
     parser.add_argument('--scale-protocol', choices=SCALE_PROTOCOLS,
                         help='test scale: original size (default), fixed VGA, the '
-                        "reference's shorter side 1600 / longer side <= 2150, or an image "
-                        'pyramid (original size plus halved copies for large faces, '
-                        'FacePyramidTTAModel)')
+                        "reference's shorter side 1600 / longer side <= 2150, or a "
+                        'multi-scale setting as FaceInferencer(scales=...): pyramid (original '
+                        'size plus halved copies for large faces), crowd (also a 1.5x copy '
+                        'for small faces)')
     parser.add_argument('--tta', action='store_true', help='horizontal-flip test-time aug')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, key=value')
@@ -70,10 +76,13 @@ def build_config(args) -> Config:
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model
-    if args.scale_protocol == 'pyramid':
+    if args.scale_protocol in MULTI_SCALE_PROTOCOLS:
+        from mmretinaface.models.pyramid import SCALE_SETTINGS
         if args.tta:
-            raise ValueError('--scale-protocol pyramid does not combine with --tta')
-        cfg.model = dict(type='FacePyramidTTAModel', module=cfg.model)
+            raise ValueError(f'--scale-protocol {args.scale_protocol} does not combine with '
+                             '--tta')
+        cfg.model = dict(type='FacePyramidTTAModel', module=cfg.model,
+                         **SCALE_SETTINGS[args.scale_protocol])
     elif args.scale_protocol is not None:
         _replace_resize(cfg.test_dataloader.dataset.pipeline,
                         cfg.test_scale_protocols[args.scale_protocol])

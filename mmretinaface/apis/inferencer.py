@@ -24,7 +24,7 @@ from mmengine.structures import InstanceData
 from torch import nn
 
 from ..datasets.transforms.limit_size import LimitSize, check_max_size, limited_size
-from ..models.pyramid import FacePyramidTTAModel
+from ..models.pyramid import SCALE_SETTINGS, FacePyramidTTAModel, scale_setting
 from ..utils.image_io import load_image, to_bgr_uint8
 from .inference import init_face_detector, resolve_model
 
@@ -71,9 +71,15 @@ class FaceInferencer(DetInferencer):
         optimize: PyTorch backend: fold BatchNorm into the convolutions
             (:func:`~mmretinaface.apis.optimize.optimize_for_inference`; the
             same faces to float rounding). ``False`` runs the model as loaded.
-        pyramid: image-pyramid inference for faces larger than the anchors
-            (close-ups): the input plus halved copies as its size needs,
-            merged (:class:`~mmretinaface.models.pyramid.FacePyramidTTAModel`).
+        scales: multi-scale inference
+            (:class:`~mmretinaface.models.pyramid.FacePyramidTTAModel`): a
+            setting's name or factors such as ``(1.0, 2.0)``. ``'single'`` (the
+            default): the input only; ``'pyramid'``: also halved copies as the
+            image's size needs, for faces larger than the anchors (close-ups);
+            ``'crowd'``: also a 2x copy (images up to 1024 px on the longer
+            side) for crowds and small faces, about 4-5x the time. Levels keep the
+            face sizes they see well and merge by box voting (docs/inference.md).
+        pyramid: ``True`` is ``scales='pyramid'``.
 
     Differences from ``DetInferencer``:
 
@@ -108,8 +114,12 @@ class FaceInferencer(DetInferencer):
                  backend: Optional[str] = None,
                  int8: bool = False,
                  optimize: bool = True,
+                 scales: Union[str, Sequence[float], None] = None,
                  pyramid: bool = False) -> None:
         check_max_size(max_size)
+        if pyramid and scales not in (None, 'pyramid'):
+            raise ValueError(f"pyramid=True is scales='pyramid'; got scales={scales!r} too")
+        self.scales = scale_setting('pyramid' if pyramid else scales or 'single')
         self._max_size = max_size
         if isinstance(model, nn.Module) and backend is None and not int8:
             backend = 'pytorch'  # a built module runs as it is
@@ -133,8 +143,8 @@ class FaceInferencer(DetInferencer):
         self.network = self.model
         if self.backend == 'onnxruntime':
             self.network = self._onnxruntime_network(explicit=backend is not None)
-        if pyramid:
-            self.network = FacePyramidTTAModel(module=self.network)
+        if self.scales != SCALE_SETTINGS['single']:
+            self.network = FacePyramidTTAModel(module=self.network, **self.scales)
 
     def _onnxruntime_network(self, explicit: bool) -> nn.Module:
         """The model's network in ONNX Runtime; without an explicit backend a model that
@@ -268,8 +278,8 @@ class FaceInferencer(DetInferencer):
     # --------------------------------------------------------------- forward
     @torch.no_grad()
     def forward(self, inputs: dict, **kwargs) -> List[DetDataSample]:
-        """``test_step`` of :attr:`network`: the backend's detector, or the image
-        pyramid around it with ``pyramid=True``."""
+        """``test_step`` of :attr:`network`: the backend's detector, or the
+        multi-scale model around it (``scales``)."""
         return self.network.test_step(inputs)
 
     # ------------------------------------------------------------- visualize
