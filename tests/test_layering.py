@@ -18,7 +18,6 @@ LAYERS = {
     'evaluation': 3, 'converters': 3, 'deploy': 3,
     'register': 4,
     'apis': 5,
-    'testing': 6,
 }
 
 

@@ -23,8 +23,8 @@ from mmretinaface.models.task_modules import (
     prior_boxes,
     reference_featmap_sizes,
 )
-from mmretinaface.testing import ReferenceMultiBoxLoss, reference_prior_box, to_reference_targets
 from tests.conftest import ROOT
+from tests.reference import ReferenceMultiBoxLoss, reference_prior_box, to_reference_targets
 
 MODEL_CFG = ROOT / 'configs' / '_base_' / 'models' / 'retinaface_mobilenet0.25.py'
 

@@ -12,7 +12,7 @@ from mmretinaface.models.task_modules import (
     prior_boxes,
     reference_featmap_sizes,
 )
-from mmretinaface.testing import reference_prior_box
+from tests.reference import reference_prior_box
 
 MIN_SIZES = [[16, 32], [64, 128], [256, 512]]
 STEPS = [8, 16, 32]

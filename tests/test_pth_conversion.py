@@ -1,6 +1,6 @@
 """Reference ``.pth`` state dicts convert into our model with identical outputs.
 
-The oracle is ``mmretinaface/testing/reference_retinaface.py``: a reference-shaped RetinaFace
+The oracle is ``tests/reference/reference_retinaface.py``: a reference-shaped RetinaFace
 written from the walkthrough and DESIGN.md with plain ``torch.nn`` (no
 mmretinaface code). We give it random weights and non-trivial BN statistics,
 save its ``state_dict()`` as the reference would (optionally with
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmretinaface.testing import RetinaFace, nhwc_flatten, randomize_, reference_prior_box
+from tests.reference import RetinaFace, nhwc_flatten, randomize_, reference_prior_box
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {
@@ -413,7 +413,7 @@ def imagenet_tar(path: Path, legacy: bool) -> 'OrderedDict[str, torch.Tensor]':
     """A file in the layout of the reference's ``mobilenetV1X0.25_pretrain.tar``: a
     training checkpoint whose ``state_dict`` holds DataParallel-prefixed ``stage*`` keys
     of the ImageNet MobileNetV1 (the reference body) plus its ``fc`` classifier."""
-    from mmretinaface.testing.reference_retinaface import MobileNetV1Body
+    from tests.reference.reference_retinaface import MobileNetV1Body
     body = randomize_(MobileNetV1Body(), seed=11, calib_shape=(2, 3, 64, 64))
     state = OrderedDict(('module.' + k, v.clone()) for k, v in body.state_dict().items())
     state['module.fc.weight'] = torch.randn(1000, 256)

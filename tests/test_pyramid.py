@@ -12,8 +12,8 @@ from mmengine.structures import InstanceData
 from mmretinaface.apis import FaceInferencer, bundled_photo
 from mmretinaface.models.pyramid import (
     FacePyramidTTAModel,
-    face_sizes,
     box_vote,
+    face_sizes,
     fragment_mask,
     halve_image,
     level_size_ranges,

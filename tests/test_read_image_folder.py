@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from mmretinaface.utils.image_io import IMAGE_EXTENSIONS, load_image, read_image_folder
 from mmretinaface.converters.bn_calibration import folder_photos
+from mmretinaface.utils.image_io import IMAGE_EXTENSIONS, load_image, read_image_folder
 
 
 def noise(height: int, width: int, seed: int = 0) -> np.ndarray:

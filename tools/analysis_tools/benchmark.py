@@ -15,7 +15,7 @@ Sections:
   images of ``--wider-root``) and CPU ms per image of each inference setting,
   with a plot;
 * ``train``: a training step of the MobileNet0.25 config (stock mmdet:
-  forward, loss, backward, SGD) against a reference-style step;
+  forward + loss, backward + SGD) and its images/s;
 * ``eval``: time of the WIDER FACE evaluation protocol per image;
 * ``video``: frames/s of :func:`mmretinaface.apis.video.process_video`.
 
@@ -389,7 +389,7 @@ def random_faces(rng: np.random.Generator, num: int, size: int) -> Tuple[Any, An
 
 
 def bench_train(args: argparse.Namespace, mode: dict) -> dict:
-    """Stock mmdet train step of the MobileNet0.25 config vs a reference-style step."""
+    """Stock mmdet train step of the MobileNet0.25 config: forward + loss, backward + SGD."""
     import torch
     from mmdet.registry import MODELS
     from mmdet.structures import DetDataSample
@@ -398,15 +398,8 @@ def bench_train(args: argparse.Namespace, mode: dict) -> dict:
     from mmengine.structures import InstanceData
 
     from mmretinaface.apis import get_config_path
-    from mmretinaface.testing import (
-        ReferenceMultiBoxLoss,
-        RetinaFace,
-        reference_prior_box,
-        to_reference_targets,
-    )
     size, batch = mode['train_size'], mode['train_batch']
     cfg = Config.fromfile(get_config_path('retinaface_mobilenet0.25_widerface'))
-    sgd = cfg.optim_wrapper.optimizer
     rng = np.random.default_rng(0)
     samples = []
     for _ in range(batch):
@@ -417,39 +410,26 @@ def bench_train(args: argparse.Namespace, mode: dict) -> dict:
             bboxes=torch.from_numpy(boxes), labels=torch.zeros(len(boxes), dtype=torch.long),
             keypoints=torch.from_numpy(points), keypoints_visible=torch.ones(points.shape[:2]))
         samples.append(sample)
-    gts = [s.gt_instances for s in samples]
-    targets = to_reference_targets([g.bboxes for g in gts], [g.keypoints for g in gts],
-                                   [g.keypoints_visible for g in gts], size)
-    priors = reference_prior_box((size, size))
     x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0)) * 50
-
     torch.manual_seed(0)
     model = MODELS.build(cfg.model).train()
     optim = build_optim_wrapper(model, cfg.optim_wrapper)
-
-    def ours() -> None:
+    tick = clock(args.threads)
+    parts: Dict[str, List[float]] = {'forward + loss': [], 'backward + SGD': []}
+    for step in range(mode['train_pairs'] + 1):
+        start = tick()
         loss, _ = model.parse_losses(model.loss(x, samples))
+        middle = tick()
         optim.update_params(loss)
-
-    torch.manual_seed(0)
-    ref_model = RetinaFace('mobilenet0.25', phase='train').train()
-    criterion = ReferenceMultiBoxLoss(num_landmarks=5)
-    ref_optim = torch.optim.SGD(ref_model.parameters(), lr=sgd.lr, momentum=sgd.momentum,
-                                weight_decay=sgd.weight_decay)
-    loc_weight = float(cfg.model.bbox_head.loss_multibox.loc_weight)
-
-    def reference() -> None:
-        loss_l, loss_c, loss_landm = criterion(ref_model(x), priors, targets)
-        ref_optim.zero_grad()
-        (loc_weight * loss_l + loss_c + loss_landm).backward()
-        ref_optim.step()
-
-    timing = paired(ours, reference, mode['train_pairs'], 1, clock(args.threads))
-    timing['ratio_of_medians'] = timing['ms'] / timing['ref_ms']
-    print(f"train step: {timing['ms']:.0f} ms vs {timing['ref_ms']:.0f} ms "
-          f"({timing['ratio_of_medians']:.3f}x)", flush=True)
-    return dict(size=size, batch=batch, faces=mode['train_faces'],
-                hooks=[h.get('type') for h in cfg.get('custom_hooks', [])], **timing)
+        end = tick()
+        if step:  # the first step warms up
+            parts['forward + loss'].append(middle - start)
+            parts['backward + SGD'].append(end - middle)
+    ms = {k: 1e3 * statistics.median(v) for k, v in parts.items()}
+    total = sum(ms.values())
+    print(f'train step: {total:.0f} ms ({batch * 1e3 / total:.1f} images/s)', flush=True)
+    return dict(size=size, batch=batch, faces=mode['train_faces'], n=mode['train_pairs'],
+                ms=ms, total_ms=total, hooks=[h.get('type') for h in cfg.get('custom_hooks', [])])
 
 
 def synthetic_predictions(gt, rng: np.random.Generator) -> Dict[str, np.ndarray]:
@@ -664,16 +644,12 @@ def render_train(r: dict) -> List[str]:
     return ['## 3. Training step', '',
             f"MobileNet0.25 config, batch {r['batch']} of {r['size']}x{r['size']} random "
             f"pixels with {r['faces']} random faces per image (boxes 16 px to half the image, "
-            '5 landmarks each), forward + loss + backward + SGD step. **Ours**: stock mmdet '
-            '(the config\'s model built by `MODELS.build`, `model.loss`, `parse_losses`, the '
-            "config's `OptimWrapper`; no training hooks applied, the config lists: "
-            f"{hooks}). **Reference-style**: `mmretinaface.testing.RetinaFace` (the reference "
-            'architecture) with the per-image `ReferenceMultiBoxLoss` and `torch.optim.SGD` '
-            f"with the same settings. {r['n']} A/B pairs after one warm-up pair; `ratio` is "
-            'the ratio of the medians (median of the per-pair ratios in brackets).', ''
-            ] + table(['step', 'ours ms', 'reference-style ms', 'ratio'], [
-                ('forward + loss + backward + SGD', r['ms'], r['ref_ms'],
-                 f"{r['ratio_of_medians']:.3f} ({r['ratio']:.3f})")])
+            '5 landmarks each): stock mmdet (the config\'s model built by `MODELS.build`, '
+            "`model.loss`, `parse_losses`, the config's `OptimWrapper`; the config's hooks: "
+            f"{hooks}, none of them changes the step). Median of {r['n']} steps after one "
+            'warm-up step.', ''] + table(['part', 'ms'], [
+                *r['ms'].items(), ('step', r['total_ms']),
+                ('images/s', r['batch'] * 1e3 / r['total_ms'])])
 
 
 def render_eval(r: dict) -> List[str]:

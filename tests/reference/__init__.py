@@ -1,4 +1,4 @@
-"""Independent reference implementations for tests and benchmarks (like ``mmdet.testing``).
+"""Independent reference implementations the tests compare the package against.
 
 They follow the reference RetinaFace as the walkthrough
 (``shared/reference/retinaface_walkthrough.txt``) describes it, in plain

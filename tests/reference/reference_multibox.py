@@ -12,7 +12,7 @@ Targets per image are ``(G, 4 + 2K + 1)``: xyxy box, K landmarks (x, y), label
 
 Usage (tests and ``tools/benchmark.py``)::
 
-    from mmretinaface.testing import ReferenceMultiBoxLoss, to_reference_targets
+    from tests.reference import ReferenceMultiBoxLoss, to_reference_targets
     loss_l, loss_c, loss_landm = ReferenceMultiBoxLoss(num_landmarks=5)(
         (loc, conf, landm), priors_unit, to_reference_targets(boxes, kpts, vis, 640))
 """
