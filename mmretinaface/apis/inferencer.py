@@ -76,8 +76,8 @@ class FaceInferencer(DetInferencer):
             setting's name or factors such as ``(1.0, 2.0)``. ``'single'`` (the
             default): the input only; ``'pyramid'``: also halved copies as the
             image's size needs, for faces larger than the anchors (close-ups);
-            ``'crowd'``: also a 2x copy (images up to 1024 px on the longer
-            side) for crowds and small faces, about 4-5x the time. Levels keep the
+            ``'crowd'``: also a 1.5x copy (while its longer side stays within
+            2048 px) for crowds and small faces, about 3-4x the time. Levels keep the
             face sizes they see well and merge by box voting (docs/inference.md).
         pyramid: ``True`` is ``scales='pyramid'``.
 

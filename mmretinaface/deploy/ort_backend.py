@@ -25,8 +25,8 @@ def model_digest(detector, int8: bool) -> str:
     """A key for ``detector``'s ONNX export: the content of its config (model part) and
     weights, the export / quantization scheme, this CPU's channel block (the graph
     rewrites depend on it) and the package version."""
-    digest = hashlib.sha256(
-        f'{__version__} levels-normalised-input int8={int8} block={nchwc_block_size()} '.encode())
+    digest = hashlib.sha256(f'{__version__} levels-normalised-input-merged-heads int8={int8} '
+                            f'block={nchwc_block_size()} '.encode())
     if int8:
         digest.update(DEFAULT_SCHEME.describe().encode())
     cfg = getattr(detector, 'cfg', None)
