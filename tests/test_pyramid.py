@@ -201,13 +201,16 @@ def test_close_up_portrait_gives_its_one_face(inferencers):
     parts = parts[parts.scores >= 0.5]
     assert len(parts) >= 3
     assert box_iou(parts.bboxes.numpy(), face_box).max() < 0.5
-    # the pyramid: exactly one face >= 0.5, with the box and landmarks of the downscaled one
-    merged = detect(pyramid, image)
-    merged = merged[merged.scores >= 0.5]
-    assert len(merged) == 1
-    assert box_iou(merged.bboxes.numpy(), face_box)[0, 0] > 0.85  # measured 0.94
-    error = (merged.keypoints[0] - face.keypoints[0]).norm(dim=-1).max().item()
-    assert error < 0.06 * face_size  # measured 0.025
+    # the pyramid and the crowd setting: exactly one face >= 0.5, with the box and
+    # landmarks of the downscaled one
+    crowd = FaceInferencer(single.model, show_progress=False, scales='crowd')
+    for multi in (pyramid, crowd):
+        merged = detect(multi, image)
+        merged = merged[merged.scores >= 0.5]
+        assert len(merged) == 1
+        assert box_iou(merged.bboxes.numpy(), face_box)[0, 0] > 0.85  # measured 0.94
+        error = (merged.keypoints[0] - face.keypoints[0]).norm(dim=-1).max().item()
+        assert error < 0.06 * face_size  # measured 0.025
 
 
 def small_faces_mosaic() -> np.ndarray:
@@ -235,6 +238,12 @@ def test_small_faces_are_the_single_scale_ones(inferencers):
     assert len(alone) >= 8
     for key in ('bboxes', 'scores', 'keypoints'):
         torch.testing.assert_close(merged[key], alone[key], rtol=0, atol=0)
+    # the crowd setting keeps every face single scale finds >= 0.5 (and may add smaller ones)
+    crowd = detect(FaceInferencer(single.model, show_progress=False, scales='crowd'), image)
+    crowd = crowd[crowd.scores >= 0.3]
+    sure = alone[alone.scores >= 0.5]
+    assert len(sure) >= 8
+    assert box_iou(sure.bboxes.numpy(), crowd.bboxes.numpy()).max(axis=1).min() > 0.5
 
 
 # ---------------------------------------------------------------- tools/test.py
