@@ -171,8 +171,8 @@ def test_wheel_ships_the_configs_and_no_tests(wheel):
 @pytest.mark.slow
 def test_installed_wheel_runs_the_default_model_elsewhere(wheel, tmp_path, converted_checkpoint):
     """pip install --no-deps --target; another working directory, an empty cache: the
-    default FaceInferencer finds its packaged config, converts the weights into the
-    cache and gives the in-repository detections on a bundled photo."""
+    default FaceInferencer finds its packaged config, converts the weights and exports
+    them to ONNX into the cache and gives the in-repository detections on a bundled photo."""
     target, cache, cwd = tmp_path / 'site', tmp_path / 'cache', tmp_path / 'elsewhere'
     cwd.mkdir()
     subprocess.run([sys.executable, '-m', 'pip', 'install', '--no-deps', '-q', '--target',
@@ -192,7 +192,11 @@ print(json.dumps(dict(package=mmretinaface.__file__, config=get_config_path(
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out['package'].startswith(str(target))  # the installed copy, not the checkout
     assert out['config'].startswith(str(target / 'mmretinaface' / '.mim' / 'configs'))
-    assert [p.name for p in cache.iterdir()] == [f'{NAME}-v{mmretinaface.__version__}.pth']
+    # the converted weights and their ONNX export (the CPU default backend), both cached
+    assert sorted(p.name for p in cache.iterdir()) == [
+        'onnx', f'{NAME}-v{mmretinaface.__version__}.pth']
+    (export, ) = (cache / 'onnx').iterdir()
+    assert export.name.startswith(NAME) and export.suffix == '.onnx'
     assert list(cwd.iterdir()) == []  # nothing written where it ran
 
     from mmretinaface.apis import FaceInferencer, bundled_photo
