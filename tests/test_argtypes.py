@@ -36,6 +36,21 @@ def test_int_at_least():
             parse(bad)
 
 
+def test_scales_and_model_options():
+    assert argtypes.scales('crowd') == 'crowd'
+    assert argtypes.scales('1,2') == (1.0, 2.0) and argtypes.scales('1.5') == (1.5, )
+    for bad in ('1,-2', '0', '1,,2', 'Crowd', ''):
+        with pytest.raises(argparse.ArgumentTypeError, match='expected single, pyramid, crowd'):
+            argtypes.scales(bad)
+    parser = argparse.ArgumentParser()
+    argtypes.add_model_options(parser)
+    options = argtypes.inferencer_options(parser.parse_args(
+        ['--backend', 'onnxruntime', '--int8', '--scales', '1,1.5', '--max-size', '0']))
+    assert options == dict(model=None, weights=None, max_size=0, backend='onnxruntime',
+                           int8=True, scales=(1.0, 1.5), pyramid=False, optimize=True)
+    assert argtypes.inferencer_options(parser.parse_args([]))['max_size'] is None
+
+
 def test_both_demos_refuse_with_the_same_messages():
     from demo.image_demo import parse_args as image_args
     from demo.video_demo import parse_args as video_args
