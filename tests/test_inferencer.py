@@ -182,6 +182,23 @@ def test_face_inferencer_max_size_maps_back_to_original_pixels(inferencer, grace
         inferencer.max_size = 4096
 
 
+def test_max_size_none_is_the_configs_limit_and_zero_is_none(converted_checkpoint):
+    """max_size=None: the config's LimitSize (4096); 0: no limit; setting None restores it."""
+    common = dict(model=CONFIG, weights=converted_checkpoint, device='cpu',
+                  show_progress=False, backend='pytorch')
+    tall = np.zeros((5000, 100, 3), np.uint8)
+
+    def network_shape(inferencer):
+        return inferencer.pipeline(dict(img=tall))['data_samples'].img_shape
+
+    default = FaceInferencer(max_size=None, **common)
+    assert default.max_size == 4096 and network_shape(default) == (4096, 82)
+    unlimited = FaceInferencer(max_size=0, **common)
+    assert unlimited.max_size == 0 and network_shape(unlimited) == (5000, 100)
+    unlimited.max_size = None  # back to the config's
+    assert unlimited.max_size == 4096 and network_shape(unlimited) == (4096, 82)
+
+
 def test_detect_faces_max_size_on_a_large_canvas(mobilenet_detector, grace, reference):
     """grace_hopper enlarged ~5.9x inside a 6000x4000 noisy canvas, max_size 1024: the
     network sees the photo at about its own size; results come back in canvas pixels."""
