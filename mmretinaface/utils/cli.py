@@ -7,6 +7,7 @@ Runner.
 import argparse
 import os
 import os.path as osp
+import sys
 from typing import Any, Iterable, List, Optional, Tuple
 
 from mmengine.config import Config
@@ -32,6 +33,23 @@ def load_tool_config(config: str, launcher: str = 'none', cfg_options: Optional[
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
     return cfg
+
+
+def build_tool_dataset(cfg: Config, loader: str, tool: str):
+    """The dataset of ``cfg[loader]`` for an analysis tool (the data paths checked first);
+    ``None`` after printing one line when its images or labels cannot be read."""
+    from mmdet.registry import DATASETS
+    from mmengine.registry import init_default_scope
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    check_data_paths(cfg, [loader], tool)
+    dataset_cfg = cfg[loader].dataset
+    if 'dataset' not in dataset_cfg and 'datasets' not in dataset_cfg:  # not a wrapper
+        dataset_cfg.serialize_data = False  # read once: no copy (mmengine fails on none left)
+    try:
+        return DATASETS.build(dataset_cfg)
+    except (FileNotFoundError, ValueError) as e:  # missing images, malformed labels
+        print(f'{tool}: {e}', file=sys.stderr)
+        return None
 
 
 def add_launcher_args(parser: argparse.ArgumentParser) -> None:

@@ -55,23 +55,14 @@ def main(argv: Optional[List[str]] = None) -> int:
               file=sys.stderr)
         return 1
     import mmcv
-    from mmdet.registry import DATASETS
-    from mmengine.registry import init_default_scope
     from mmengine.utils import ProgressBar
 
-    from mmretinaface.utils.cli import check_data_paths, load_tool_config
+    from mmretinaface.utils.cli import build_tool_dataset, load_tool_config
     from mmretinaface.visualization import build_face_visualizer
 
     cfg = load_tool_config(args.config, cfg_options=args.cfg_options)
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    check_data_paths(cfg, ['train_dataloader'], 'browse_dataset.py')
-    dataset_cfg = cfg.train_dataloader.dataset
-    if 'dataset' not in dataset_cfg and 'datasets' not in dataset_cfg:  # not a wrapper
-        dataset_cfg.serialize_data = False  # read once: no copy (mmengine fails on none left)
-    try:
-        dataset = DATASETS.build(dataset_cfg)
-    except (FileNotFoundError, ValueError) as e:  # missing images, malformed labels
-        print(f'browse_dataset: {e}', file=sys.stderr)
+    dataset = build_tool_dataset(cfg, 'train_dataloader', 'browse_dataset')
+    if dataset is None:
         return 1
     visualizer = build_face_visualizer(cfg.get('visualizer'), dataset.metainfo)
     # faces cut by a crop touch the border: expected here, not worth a warning per box

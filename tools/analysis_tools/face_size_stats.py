@@ -67,24 +67,15 @@ def _plot(sizes: np.ndarray, min_sizes: List[List[float]], steps: List[int], pat
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    from mmdet.registry import DATASETS
-    from mmengine.registry import init_default_scope
     from PIL import Image
 
     from mmretinaface.datasets.transforms import RandomInterpResize, RandomSquareCrop
-    from mmretinaface.utils.cli import check_data_paths, load_tool_config
+    from mmretinaface.utils.cli import build_tool_dataset, load_tool_config
 
     cfg = load_tool_config(args.config, cfg_options=args.cfg_options)
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
     loader = f'{args.split}_dataloader'
-    check_data_paths(cfg, [loader], 'face_size_stats.py')
-    dataset_cfg = cfg[loader].dataset
-    if 'dataset' not in dataset_cfg and 'datasets' not in dataset_cfg:  # not a wrapper
-        dataset_cfg.serialize_data = False  # read once: no copy (mmengine fails on none left)
-    try:
-        dataset = DATASETS.build(dataset_cfg)
-    except (FileNotFoundError, ValueError) as e:  # missing images, malformed labels
-        print(f'face_size_stats: {e}', file=sys.stderr)
+    dataset = build_tool_dataset(cfg, loader, 'face_size_stats')
+    if dataset is None:
         return 1
     prior_cfg = cfg.model.bbox_head.prior_generator
     min_sizes = [list(map(float, level)) for level in prior_cfg.min_sizes]
