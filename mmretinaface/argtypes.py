@@ -46,9 +46,9 @@ def scales(value: str):
 
 def add_model_options(parser: argparse.ArgumentParser, inputs: str = 'images') -> None:
     """The model options every demo takes: ``--config``, ``--weights``, ``--max-size``,
-    ``--backend``, ``--int8``, ``--scales``, ``--pyramid`` and ``--no-fuse`` (one wording, one
-    meaning;
-    :func:`inferencer_options` turns them into ``FaceInferencer`` arguments)."""
+    ``--backend``, ``--int8``, ``--scales``, ``--pyramid``, ``--flip`` and ``--no-fuse``
+    (one wording, one meaning; :func:`inferencer_options` turns them into
+    ``FaceInferencer`` arguments)."""
     parser.add_argument('--config', help='config path or shipped config name (default: '
                         'retinaface_mobilenet0.25_widerface)')
     parser.add_argument('--weights', help="checkpoint (default: the config's default weights, "
@@ -72,6 +72,9 @@ def add_model_options(parser: argparse.ArgumentParser, inputs: str = 'images') -
                         help='= --scales pyramid: also detect on halved copies, so that faces '
                         'larger than the anchors (close-ups, >~400 px) are found whole '
                         'instead of as fragments (about 1.3x the time)')
+    parser.add_argument('--flip', action='store_true',
+                        help='flip test-time augmentation: also detect on the mirror image '
+                        '(about 2x the time)')
     parser.add_argument('--no-fuse', action='store_true',
                         help='PyTorch backend: run the model as loaded (by default BatchNorm is '
                         'folded into the convolutions: the same faces to float rounding, faster)')
@@ -81,5 +84,5 @@ def inferencer_options(args: argparse.Namespace) -> dict:
     """``FaceInferencer`` keyword arguments from :func:`add_model_options`' options."""
     return dict(model=args.config, weights=args.weights, max_size=args.max_size,
                 backend=args.backend, int8=args.int8, scales=args.scales,
-                pyramid=args.pyramid,
+                pyramid=args.pyramid, flip=args.flip,
                 optimize=not args.no_fuse)

@@ -47,7 +47,8 @@ def test_scales_and_model_options():
     options = argtypes.inferencer_options(parser.parse_args(
         ['--backend', 'onnxruntime', '--int8', '--scales', '1,1.5', '--max-size', '0']))
     assert options == dict(model=None, weights=None, max_size=0, backend='onnxruntime',
-                           int8=True, scales=(1.0, 1.5), pyramid=False, optimize=True)
+                           int8=True, scales=(1.0, 1.5), pyramid=False, flip=False,
+                           optimize=True)
     assert argtypes.inferencer_options(parser.parse_args([]))['max_size'] is None
 
 

@@ -8,7 +8,7 @@ from mmengine.config import Config
 from mmengine.structures import InstanceData
 
 from mmretinaface.apis import detect_faces
-from mmretinaface.models.tta import FaceTTAModel, unflip_instances
+from mmretinaface.models.tta import FaceTTAModel, mirror_data, unflip_instances
 from tests.conftest import ROOT, bundled_photo
 
 
@@ -100,3 +100,33 @@ def test_tta_merge_on_another_device_runs_nms_on_cpu(monkeypatch):
     assert asked
     for key in ('bboxes', 'scores', 'labels', 'keypoints'):
         assert torch.equal(got.pred_instances.get(key), expected.pred_instances.get(key)), key
+
+
+def test_mirror_data_flips_each_image_and_marks_it():
+    image = torch.arange(6, dtype=torch.uint8).reshape(1, 2, 3)
+    sample = DetDataSample(metainfo=dict(img_shape=(2, 3), scale_factor=(1.0, 1.0)))
+    data = mirror_data(dict(inputs=[image], data_samples=[sample]))
+    assert data['inputs'][0].tolist() == [[[2, 1, 0], [5, 4, 3]]]
+    (meta, ) = data['data_samples']
+    assert meta.flip and meta.flip_direction == 'horizontal' and meta.img_shape == (2, 3)
+    assert 'flip' not in sample  # the input's sample is untouched
+
+
+def test_face_inferencer_flip_finds_the_face_with_image_left_landmarks_first(
+        mobilenet_detector):
+    """FaceInferencer(flip=True): the mirrored view's faces come back unmirrored with the
+    left/right landmarks swapped, merged with the direct view's (the same face)."""
+    from mmretinaface.apis import FaceInferencer, load_image
+    image = load_image(bundled_photo('grace_hopper'))
+    single = FaceInferencer(mobilenet_detector, show_progress=False)
+    flipped = FaceInferencer(mobilenet_detector, show_progress=False, flip=True)
+    assert isinstance(flipped.network, FaceTTAModel)
+    (one, ), (both, ) = (inf(image, return_datasamples=True)['predictions']
+                         for inf in (single, flipped))
+    one, both = one.pred_instances, both.pred_instances
+    one, both = one[one.scores >= 0.5], both[both.scores >= 0.5]
+    assert len(one) == len(both) == 1
+    points = both.keypoints[0]
+    assert points[0, 0] < points[1, 0] and points[3, 0] < points[4, 0]  # image-left first
+    torch.testing.assert_close(both.bboxes, one.bboxes, atol=3.0, rtol=0)
+    torch.testing.assert_close(both.keypoints, one.keypoints, atol=3.0, rtol=0)

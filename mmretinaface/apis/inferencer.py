@@ -23,8 +23,10 @@ from mmengine.dataset import Compose, pseudo_collate
 from mmengine.structures import InstanceData
 from torch import nn
 
+from ..datasets.metainfo import FACE_FLIP_INDICES
 from ..datasets.transforms.limit_size import LimitSize, check_max_size, limited_size
 from ..models.pyramid import SCALE_SETTINGS, FacePyramidTTAModel, scale_setting
+from ..models.tta import FaceTTAModel
 from ..utils.image_io import load_image, to_bgr_uint8
 from .inference import init_face_detector, resolve_model
 
@@ -80,6 +82,9 @@ class FaceInferencer(DetInferencer):
             2048 px) for crowds and small faces, about 3-4x the time. Levels keep the
             face sizes they see well and merge by box voting (docs/inference.md).
         pyramid: ``True`` is ``scales='pyramid'``.
+        flip: also run each image mirrored and merge, the left/right landmarks
+            swapped back (:class:`~mmretinaface.models.tta.FaceTTAModel`; about
+            2x the time; combines with ``scales``).
 
     Differences from ``DetInferencer``:
 
@@ -115,7 +120,8 @@ class FaceInferencer(DetInferencer):
                  int8: bool = False,
                  optimize: bool = True,
                  scales: Union[str, Sequence[float], None] = None,
-                 pyramid: bool = False) -> None:
+                 pyramid: bool = False,
+                 flip: bool = False) -> None:
         check_max_size(max_size)
         if pyramid and scales not in (None, 'pyramid'):
             raise ValueError(f"pyramid=True is scales='pyramid'; got scales={scales!r} too")
@@ -145,6 +151,10 @@ class FaceInferencer(DetInferencer):
             self.network = self._onnxruntime_network(explicit=backend is not None)
         if self.scales != SCALE_SETTINGS['single']:
             self.network = FacePyramidTTAModel(module=self.network, **self.scales)
+        if flip:
+            self.network = FaceTTAModel(
+                module=self.network,
+                flip_indices=self.model.dataset_meta.get('flip_indices', FACE_FLIP_INDICES))
 
     def _onnxruntime_network(self, explicit: bool) -> nn.Module:
         """The model's network in ONNX Runtime; without an explicit backend a model that
@@ -279,7 +289,7 @@ class FaceInferencer(DetInferencer):
     @torch.no_grad()
     def forward(self, inputs: dict, **kwargs) -> List[DetDataSample]:
         """``test_step`` of :attr:`network`: the backend's detector, or the
-        multi-scale model around it (``scales``)."""
+        multi-scale and flip models around it (``scales``, ``flip``)."""
         return self.network.test_step(inputs)
 
     # ------------------------------------------------------------- visualize

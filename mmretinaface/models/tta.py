@@ -26,9 +26,24 @@ def unflip_instances(instances: InstanceData, width: float, flip_indices: List[i
     return out
 
 
+def mirror_data(data: dict) -> dict:
+    """A batch as the data preprocessor takes it (``inputs``: ``(C, H, W)`` images) with
+    every image mirrored left-right; new samples (the metainfo only) marked
+    ``flip=True, flip_direction='horizontal'`` so :class:`FaceTTAModel` maps them back."""
+    samples = []
+    for sample in data['data_samples']:
+        meta = dict(sample.metainfo, flip=True, flip_direction='horizontal')
+        samples.append(DetDataSample(metainfo=meta))
+    return dict(inputs=[image.flip(-1) for image in data['inputs']], data_samples=samples)
+
+
 @MODELS.register_module()
 class FaceTTAModel(BaseTTAModel):
     """Merge the views of ``TestTimeAug`` (e.g. original + mirrored) with one more NMS.
+
+    ``test_step`` takes a list of view batches (``tools/test.py --tta``: the
+    config's ``tta_pipeline``) or one batch, which it runs as is and mirrored
+    (:func:`mirror_data`; ``FaceInferencer(flip=True)``).
 
     Each view's predictions are in original-image pixels (``rescale=True``);
     mirrored views are mapped back with :func:`unflip_instances` using the
@@ -45,6 +60,12 @@ class FaceTTAModel(BaseTTAModel):
         super().__init__(**kwargs)
         self.tta_cfg = tta_cfg or dict(nms=dict(type='nms', iou_threshold=0.4), max_per_img=750)
         self.flip_indices = list(flip_indices)
+
+    def test_step(self, data) -> List[DetDataSample]:
+        if isinstance(data, dict) and not isinstance(data['inputs'][0], list):
+            mirrored = mirror_data(data)  # one batch: itself and its mirror image, as views
+            data = {key: [data[key], mirrored[key]] for key in ('inputs', 'data_samples')}
+        return super().test_step(data)
 
     def merge_preds(self, data_samples_list: List[List[DetDataSample]]) -> List[DetDataSample]:
         return [self._merge_single(views) for views in data_samples_list]
