@@ -62,7 +62,7 @@ class FaceTTAModel(BaseTTAModel):
         self.flip_indices = list(flip_indices)
 
     def test_step(self, data) -> List[DetDataSample]:
-        if isinstance(data, dict) and not isinstance(data['inputs'][0], list):
+        if isinstance(data, dict) and isinstance(data['inputs'][0], torch.Tensor):
             mirrored = mirror_data(data)  # one batch: itself and its mirror image, as views
             data = {key: [data[key], mirrored[key]] for key in ('inputs', 'data_samples')}
         return super().test_step(data)
