@@ -2,11 +2,11 @@
 ONNX graph rewrites pick ONNX Runtime's channel block size from them)."""
 import platform
 from functools import lru_cache
-from typing import Dict, FrozenSet
+from typing import Dict, List
 
 #: /proc/cpuinfo flag -> the name benchmarks report.
 VECTOR_EXTENSIONS = {'avx2': 'AVX2', 'avx512f': 'AVX-512F', 'avx512_vnni': 'AVX-512 VNNI',
-                     'avx_vnni': 'AVX-VNNI', 'amx_int8': 'AMX-INT8'}
+                     'avx_vnni': 'AVX-VNNI', 'amx_tile': 'AMX'}
 
 
 @lru_cache(maxsize=1)
@@ -30,10 +30,10 @@ def cpu_info() -> Dict[str, object]:
     return dict(model=model, flags=flags)
 
 
-def vector_extensions() -> FrozenSet[str]:
-    """The :data:`VECTOR_EXTENSIONS` this CPU has (report names)."""
+def vector_extensions() -> List[str]:
+    """The :data:`VECTOR_EXTENSIONS` this CPU has (report names, in the table's order)."""
     flags = cpu_info()['flags']
-    return frozenset(name for flag, name in VECTOR_EXTENSIONS.items() if flag in flags)
+    return [name for flag, name in VECTOR_EXTENSIONS.items() if flag in flags]
 
 
 def nchwc_block_size() -> int:

