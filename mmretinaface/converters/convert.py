@@ -20,7 +20,7 @@ from mmengine.config import Config
 from torch import Tensor, nn
 
 from ..models.utils import batchnorm_layers
-from ..utils.paths import get_config_path
+from ..utils.paths import atomic_write, get_config_path
 from .bn_calibration import (
     NUM_VIEWS,
     VIEW_SIZE,
@@ -89,18 +89,6 @@ def _check_out(out_path: Union[str, os.PathLike]) -> Path:
     if out.is_dir():
         raise IsADirectoryError(f'{out} is a directory')
     return out
-
-
-def _save_atomic(save, out: Path) -> None:
-    """Write through a temporary file in the same folder, then rename (no half files)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f'.{out.name}.{os.getpid()}.tmp')
-    try:
-        save(str(tmp))
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def calibrate_model_(model: nn.Module, calib_images: Optional[str] = None, seed: int = 0,
@@ -183,7 +171,8 @@ def convert_weights(src: str, out_path: Union[str, os.PathLike], *,
         bn_meta = dict(method='identity (BN folded, not calibrated: calibrate=False)')
     meta = dict(source=source, backbone=body, bn_statistics=bn_meta,
                 converted_by='mmretinaface.converters.convert_weights')
-    _save_atomic(lambda path: save_mmdet_checkpoint(model.state_dict(), path, **meta), out)
+    with atomic_write(out) as tmp:  # no half-written checkpoint
+        save_mmdet_checkpoint(model.state_dict(), tmp, **meta)
     return meta
 
 
@@ -216,6 +205,6 @@ def _save_backbone(reference: Dict[str, Tensor], source: str, out: Path,
     meta = dict(source=source, backbone='mobilenet0.25 (ImageNet, backbone only)',
                 converted_by='mmretinaface.converters.convert_weights',
                 usage="model.backbone.init_cfg=dict(type='Pretrained', checkpoint=<this file>)")
-    _save_atomic(lambda path: torch.save(dict(meta=meta, state_dict=backbone.state_dict()),
-                                         path), out)
+    with atomic_write(out) as tmp:
+        torch.save(dict(meta=meta, state_dict=backbone.state_dict()), tmp)
     return meta

@@ -3,7 +3,6 @@
 post-processing, so that results, JSON and drawings are those of the PyTorch backend.
 """
 import hashlib
-import os
 import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
@@ -15,7 +14,7 @@ from torch import nn
 
 from .. import __version__
 from ..utils.cpu import nchwc_block_size
-from ..utils.paths import cache_dir
+from ..utils.paths import atomic_write, cache_dir
 from .onnx_export import export_onnx, input_normalization
 from .onnx_runtime import ort_session
 from .quantize import DEFAULT_SCHEME, quantize_int8
@@ -81,16 +80,15 @@ def cached_onnx_model(detector: nn.Module, int8: bool = False, folder=None) -> s
     path = folder / f'{stem}-{model_digest(detector, int8)}{"-int8" if int8 else ""}.onnx'
     if path.is_file():
         return str(path)
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder, prefix='.export-') as tmp:
-        fp32 = str(Path(tmp) / 'fp32.onnx')
-        export_onnx(detector, fp32, outputs='levels')
-        staged = fp32
-        if int8:
-            staged = str(Path(tmp) / 'int8.onnx')
-            batcher = InputBatcher(detector.data_preprocessor)
-            quantize_int8(fp32, staged, to_input=lambda chw: batcher([chw]))
-        os.replace(staged, path)
+    with atomic_write(path) as staged:
+        if not int8:
+            export_onnx(detector, staged, outputs='levels')
+        else:
+            with tempfile.TemporaryDirectory(dir=folder, prefix='.export-') as tmp:
+                fp32 = str(Path(tmp) / 'fp32.onnx')
+                export_onnx(detector, fp32, outputs='levels')
+                batcher = InputBatcher(detector.data_preprocessor)
+                quantize_int8(fp32, staged, to_input=lambda chw: batcher([chw]))
     return str(path)
 
 
@@ -118,7 +116,6 @@ class OnnxRuntimeDetector(BaseModel):
         super().__init__()
         self.head = detector.bbox_head
         self.dataset_meta = getattr(detector, 'dataset_meta', None)
-        self.cfg = getattr(detector, 'cfg', None)
         self.batch = InputBatcher(detector.data_preprocessor)
         self.onnx_file = str(onnx_file)
         self.session = ort_session(self.onnx_file, threads or torch.get_num_threads())

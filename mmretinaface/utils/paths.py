@@ -4,9 +4,11 @@ The configs ship inside the package (``mmretinaface/.mim/configs``, mmdet's
 layout); a source checkout (editable install) uses the repository's
 ``configs/``. No torch import here.
 """
+import contextlib
 import os
+import tempfile
 from pathlib import Path
-from typing import List
+from typing import Iterator, List, Union
 
 #: The config :class:`FaceInferencer` and the demo use when none is given.
 DEFAULT_MODEL = 'retinaface_mobilenet0.25_widerface'
@@ -47,6 +49,23 @@ def get_config_path(name: str) -> str:
         raise FileNotFoundError(f'config not found: {os.fspath(name)!r} is neither a file nor '
                                 f'the name of a shipped config ({", ".join(list_configs())})')
     return str(path)
+
+
+@contextlib.contextmanager
+def atomic_write(path: Union[str, os.PathLike]) -> Iterator[str]:
+    """A temporary path beside ``path`` (its folder created) for a writer: renamed to
+    ``path`` when the block ends without an error, removed otherwise. Readers never see
+    a half-written file, and concurrent writers each rename a whole one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def cache_dir() -> Path:
