@@ -140,5 +140,9 @@ def test_a_model_that_does_not_export_falls_back_to_pytorch(converted_checkpoint
                                     show_progress=False)
     assert inferencer.backend == 'pytorch' and inferencer.network is inferencer.model
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in inferencer.model.modules())
+    with pytest.warns(UserWarning, match='PyTorch backend'):  # optimize=False is kept
+        as_loaded = FaceInferencer(CONFIG, converted_checkpoint, device='cpu',
+                                   show_progress=False, optimize=False)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in as_loaded.model.modules())
     with pytest.raises(RuntimeError, match='MyCustomOp'):
         FaceInferencer(CONFIG, converted_checkpoint, device='cpu', backend='onnxruntime')

@@ -131,7 +131,7 @@ class FaceInferencer(DetInferencer):
             backend = 'pytorch'  # a built module runs as it is
         self.backend = _pick_backend(backend, int8, device)
         self.int8 = int8
-        self._optimize = optimize and self.backend == 'pytorch'
+        self._optimize = optimize  # PyTorch backend only (also after a fall-back)
         self._built: Optional[nn.Module] = None
         self._visualizer = None
         if isinstance(model, nn.Module):
@@ -168,7 +168,7 @@ class FaceInferencer(DetInferencer):
             warnings.warn(f'the model could not run in ONNX Runtime ({type(err).__name__}: '
                           f'{err}); using the PyTorch backend', stacklevel=3)
         self.backend = 'pytorch'
-        if self._built is None:
+        if self._built is None and self._optimize:
             from .optimize import optimize_for_inference
             optimize_for_inference(self.model)
         return self.model
@@ -178,7 +178,8 @@ class FaceInferencer(DetInferencer):
         """The one builder: weights-only, strict (:func:`init_face_detector`)."""
         if self._built is not None:
             return self._built
-        return init_face_detector(cfg, weights, device, optimize=self._optimize)
+        return init_face_detector(cfg, weights, device,
+                                  optimize=self._optimize and self.backend == 'pytorch')
 
     def _init_pipeline(self, cfg: Config) -> Compose:
         """The config's test pipeline fed with decoded BGR arrays, with one ``LimitSize``.
