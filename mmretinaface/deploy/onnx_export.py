@@ -72,7 +72,8 @@ class RetinaFaceExportWrapper(nn.Module):
         """The head's per-level maps with each level's class, box and landmark 1x1 convs
         run as one conv (weights concatenated, output split: the same values). ONNX
         Runtime runs one 32-channel conv in its blocked layout faster than three
-        narrow ones that each reorder their input (~4% of the export at 640x480)."""
+        narrow ones that each reorder their input (measured A/B at 640x480 on AVX2:
+        0.5% of the FP32 export, 2% of the INT8 one)."""
         head = self.detector.bbox_head
         outs: Tuple[list, list, list] = ([], [], [])
         for level, feat in enumerate(self.detector.extract_feat(x)):
