@@ -190,31 +190,28 @@ def merge_pyramid_levels(levels: Sequence[InstanceData], scales: Sequence[float]
     if len(levels) != len(scales):
         raise ValueError(f'{len(levels)} levels but {len(scales)} scales')
     nms_cfg = nms_cfg or dict(type='nms', iou_threshold=0.4)
-    kept, level_ids = [], []
+    kept = []
     for k, (preds, (lower, upper)) in enumerate(
             zip(levels, level_size_ranges(scales, max_face_size, overlap, max_upscaled_face))):
         sizes = face_sizes(preds.bboxes)
         preds = preds[(sizes > lower) & (sizes <= upper)]
         if scales[k] > 1 and upscaled_score != 1:
             preds.scores = preds.scores * upscaled_score
+        preds.level_ids = preds.scores.new_full((len(preds), ), k, dtype=torch.long)
         kept.append(preds)
-        level_ids.append(preds.scores.new_full((len(preds), ), k, dtype=torch.long))
-    merged = InstanceData.cat(kept)
-    level_ids = torch.cat(level_ids)
+    merged = InstanceData.cat(kept)  # each detection's level travels with it
     if len(merged):
         # as in the head, NMS runs on the CPU whatever the device (mmcv's CPU ops)
         device = merged.bboxes.device
         host = merged.cpu() if nms_needs_cpu(device) else merged
-        host.level_ids = level_ids.to(host.bboxes.device)
         if merge == 'vote':
             host = box_vote(host, nms_cfg.get('iou_threshold', 0.4))
         else:
             host = host[batched_nms(host.bboxes, host.scores, host.labels, nms_cfg)[1]]
-        level_ids = host.level_ids.to(device)
-        del host.level_ids
         merged = host.to(device)
-        fragments = fragment_mask(merged.bboxes, merged.scores, level_ids, claim_score, min_iof)
-        merged = merged[~fragments]
+        merged = merged[~fragment_mask(merged.bboxes, merged.scores, merged.level_ids,
+                                       claim_score, min_iof)]
+    del merged.level_ids
     if max_per_img > 0:
         merged = merged[:max_per_img]
     return merged
