@@ -13,12 +13,15 @@ The result is for inference only: its state dict lacks the BatchNorm entries
 one but ONNX Runtime (``FaceInferencer(backend='onnxruntime')``, the CPU
 default; docs/benchmarks.md).
 """
+from typing import Optional
+
 import torch
 from mmcv.cnn import fuse_conv_bn
 from torch import nn
 
 
-def optimize_for_inference(model: nn.Module, channels_last: bool = None) -> nn.Module:
+def optimize_for_inference(model: nn.Module,
+                           channels_last: Optional[bool] = None) -> nn.Module:
     """Fold BatchNorm into the convolutions of an eval-mode ``model``, in place.
 
     Args:
