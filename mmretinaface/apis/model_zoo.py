@@ -6,7 +6,7 @@ The published MobileNet0.25 weights are converted on first use from the
 import os
 from typing import Callable, Dict, Union
 
-from ..utils.paths import (  # noqa: F401  (re-exported by mmretinaface.apis)
+from ..utils.paths import (  # noqa: F401  (all but atomic_write: re-exported by .apis)
     DEFAULT_MODEL,
     HOME_ENV,
     atomic_write,
