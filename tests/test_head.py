@@ -268,3 +268,29 @@ def test_head_config_errors_are_specific():
         head.loss_by_feat(*outs, gts, [{}])
     with pytest.raises(ValueError, match='rescale=True needs scale_factor'):
         head.predict_by_feat(*outs, batch_img_metas=[{}], rescale=True)
+
+
+@pytest.mark.parametrize('anchors,channels_last', [((2, 2, 2), False), ((2, 2, 2), True),
+                                                   ((2, 3, 1), False)])
+def test_gather_level_rows_is_flatten_then_index(anchors, channels_last):
+    """Prediction's candidate rows equal the rows of the reference layout (NHWC, anchors
+    fastest, levels concatenated), for equal and unequal anchor counts and for
+    channels-last maps; a hand-checked row too."""
+    from mmretinaface.models.dense_heads import flatten_level_outputs
+    from mmretinaface.models.dense_heads.retinaface_head import gather_level_rows
+    dim, sizes = 4, [(6, 5), (3, 3), (2, 1)]
+    g = torch.Generator().manual_seed(0)
+    maps = [torch.randn(2, a * dim, h, w, generator=g) for a, (h, w) in zip(anchors, sizes)]
+    if channels_last:
+        maps = [m.contiguous(memory_format=torch.channels_last) for m in maps]
+    flat = flatten_level_outputs(maps, dim)
+    total = flat.shape[1]
+    assert total == sum(a * h * w for a, (h, w) in zip(anchors, sizes))
+    rows = [torch.tensor([total - 1, 0, 7, 61, 30]), torch.randperm(total, generator=g)[:9]]
+    got = gather_level_rows(maps, dim, rows)
+    for img, (img_rows, img_got) in enumerate(zip(rows, got)):
+        assert torch.equal(img_got, flat[img, img_rows])
+    # row 7 of image 0: level 0, anchor 7 % A at position 7 // A, (y, x) = divmod(pos, 5)
+    a = anchors[0]
+    y, x = divmod(7 // a, 5)
+    assert torch.equal(got[0][2], maps[0][0, (7 % a) * dim:(7 % a + 1) * dim, y, x])

@@ -146,3 +146,41 @@ def test_a_model_that_does_not_export_falls_back_to_pytorch(converted_checkpoint
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in as_loaded.model.modules())
     with pytest.raises(RuntimeError, match='MyCustomOp'):
         FaceInferencer(CONFIG, converted_checkpoint, device='cpu', backend='onnxruntime')
+
+
+@pytest.mark.parametrize('dtype', [np.uint8, np.float32])
+@pytest.mark.parametrize('settings', [
+    dict(mean=[104, 117, 123], std=[1, 1, 1], bgr_to_rgb=False, pad_size_divisor=1),
+    dict(mean=[123.7, 116.3, 103.5], std=[58.4, 57.1, 57.4], bgr_to_rgb=True,
+         pad_size_divisor=32, pad_value=7)])
+def test_input_batcher_is_the_data_preprocessor(settings, dtype):
+    """The numpy / OpenCV batching equals mmdet's DetDataPreprocessor: channel flip, mean,
+    std, padding to the largest image and to the divisor, with the pad value."""
+    from mmdet.models.data_preprocessors import DetDataPreprocessor
+
+    from mmretinaface.deploy.ort_backend import InputBatcher
+    preprocessor = DetDataPreprocessor(**settings)
+    rng = np.random.default_rng(0)
+    images = [torch.from_numpy(rng.integers(0, 256, (3, h, w)).astype(dtype))
+              for h, w in ((50, 70), (64, 33), (64, 70))]
+    for batch in (images[:1], images):
+        want = preprocessor(dict(inputs=batch), False)['inputs'].numpy()
+        got = InputBatcher(preprocessor)([img.numpy() for img in batch])
+        assert got.dtype == np.float32 and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-5)
+        if settings['std'] == [1, 1, 1]:
+            assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize('shape,dtype', [((48, 64, 3), np.uint8), ((5, 7, 3), np.float32),
+                                         ((5, 7, 1), np.uint8), ((4, 6, 3), np.int64),
+                                         ((3, 4, 6), np.uint16)])
+def test_hwc_to_chw_is_the_transpose(shape, dtype):
+    """PackFaceInputs' layout change equals numpy's transpose, also where OpenCV cannot
+    split (int64) and for strided views."""
+    from mmretinaface.datasets.transforms.formatting import hwc_to_chw
+    img = np.random.default_rng(1).integers(0, 200, shape).astype(dtype)
+    for view in (img, img[:, ::2], img[::-1]):
+        got = hwc_to_chw(view)
+        assert got.flags.c_contiguous and got.dtype == view.dtype
+        assert np.array_equal(got, view.transpose(2, 0, 1))

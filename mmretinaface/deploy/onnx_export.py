@@ -31,16 +31,23 @@ OUTPUT_LAYOUTS = ('raw', 'decoded', 'levels')
 def input_normalization(preprocessor: nn.Module) -> Tuple[bool, Tensor, Tensor, float]:
     """``(flip_channels, mean, std, pad_value)`` of an mmdet data preprocessor, probed
     through its public call: it maps a 3-channel image ``x`` to
-    ``(x[flip] - mean) / std`` and pads with ``pad_value``."""
+    ``(x[flip] - mean) / std`` and pads with ``pad_value``. Where the probed values
+    are its ``mean`` / ``std`` buffers (mmengine's), those exact values are returned."""
     probe = [torch.tensor([0., 1., 2.]).view(3, 1, 1), torch.zeros(3, 1, 1), torch.ones(3, 1, 1)]
-    ramp, zero, one = (preprocessor(dict(inputs=[p]), False)['inputs'].view(3).double()
-                       for p in probe)
+    ramp, zero, one = (preprocessor(dict(inputs=[p]), False)['inputs'][0, :, 0, 0].double()
+                       for p in probe)  # the top-left pixel: the batch may be padded
     std = 1 / (one - zero)
     mean = -zero * std
     flipped = ramp * std + mean
     flip = bool(torch.allclose(flipped, torch.tensor([2., 1., 0.], dtype=torch.float64)))
     if not flip and not torch.allclose(flipped, torch.tensor([0., 1., 2.], dtype=torch.float64)):
         raise ValueError('the data preprocessor is not a per-channel normalisation')
+    # the probe's mean and std are float32 round-offs; the buffers are the exact values
+    buffers = [getattr(preprocessor, name, None) for name in ('mean', 'std')]
+    if all(isinstance(b, Tensor) and b.numel() == 3 for b in buffers) and all(
+            torch.allclose(b.view(3).double(), probed, rtol=1e-4)
+            for b, probed in zip(buffers, (mean, std))):
+        mean, std = (b.view(3) for b in buffers)
     return flip, mean.float(), std.float(), float(getattr(preprocessor, 'pad_value', 0))
 
 

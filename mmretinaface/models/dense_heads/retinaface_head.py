@@ -2,8 +2,9 @@
 
 Built from config like mmdet's heads: the prior generator and the box and
 landmark coders (``TASK_UTILS``), the assigner (``train_cfg.assigner``) and the
-loss (``loss_multibox``). One flatten (:meth:`RetinaFaceHead.flatten_outputs`),
-one prior lookup (:meth:`~RetinaFaceHead.get_priors`) and one decode
+loss (``loss_multibox``). One flatten (:meth:`RetinaFaceHead.flatten_outputs`;
+prediction takes only the candidates' rows, :func:`gather_level_rows`), one
+prior lookup (:meth:`~RetinaFaceHead.get_priors`) and one decode
 (:meth:`~RetinaFaceHead.decode`) serve the loss, prediction and ONNX export.
 """
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -27,6 +28,29 @@ def flatten_level_outputs(level_outputs: Sequence[Tensor], dim: int) -> Tensor:
     """
     return torch.cat(
         [out.permute(0, 2, 3, 1).reshape(out.shape[0], -1, dim) for out in level_outputs], dim=1)
+
+
+def gather_level_rows(level_outputs: Sequence[Tensor], dim: int,
+                      rows: Sequence[Tensor]) -> List[Tensor]:
+    """Per image ``i``, ``flatten_level_outputs(level_outputs, dim)[i, rows[i]]``: only
+    the rows of the candidates, ``(n_i, dim)``.
+
+    With NCHW-contiguous maps and the same number of anchors ``A`` on every
+    level (the published models), the maps are concatenated as they are,
+    ``(B, A, dim, sum(H * W))`` (a plain copy, no transpose), and row ``r`` is
+    anchor ``r % A`` at position ``r // A``: the box and landmark maps, 7x the
+    class map, are never transposed (prediction reads a few hundred of their
+    rows). Otherwise (channels-last maps flatten without a transpose) the rows
+    are taken from :func:`flatten_level_outputs`.
+    """
+    anchors = {out.shape[1] // dim for out in level_outputs}
+    if len(anchors) != 1 or not all(out.is_contiguous() for out in level_outputs):
+        return list(flatten_level_outputs(level_outputs, dim)[i, r] for i, r in enumerate(rows))
+    (num, ) = anchors
+    maps = torch.cat([out.flatten(2) for out in level_outputs], dim=2)
+    maps = maps.view(maps.shape[0], num, dim, -1)
+    return [img_maps[r % num, :, torch.div(r, num, rounding_mode='floor')]
+            for img_maps, r in zip(maps, rows)]
 
 
 @MODELS.register_module()
@@ -232,32 +256,36 @@ class RetinaFaceHead(BaseDenseHead):
         the top priors over all levels together, as the reference's ``top_k``.
         """
         cfg = self.test_cfg if cfg is None else cfg  # read only: no per-call copy
-        cls, reg, kpt = self.flatten_outputs(cls_scores, bbox_preds, kpt_preds)
         priors = self.get_priors(cls_scores)
+        cls = flatten_level_outputs(cls_scores, self.cls_out)
         # softmax over (background, face) is sigmoid(face - background): equal to ~1e-7 and
         # ~30x cheaper on CPU than a softmax over a last dimension of 2
-        scores = torch.sigmoid(cls[..., 1:] - cls[..., :1])
+        scores = torch.sigmoid(cls[..., 1] - cls[..., 0])
+        nms_pre = cfg.get('nms_pre', -1)
+        candidates = [select_candidates(img_scores, cfg.get('score_thr', 0.0),
+                                        nms_pre if nms_pre > 0 else None)
+                      for img_scores in scores]
+        idx = [img_idx for _, img_idx in candidates]
         batch_img_metas = batch_img_metas or [{} for _ in range(scores.shape[0])]
         return [
-            self._predict_by_feat_single(img_scores, img_reg, img_kpt, priors, meta, cfg,
-                                         rescale, with_nms)
-            for img_scores, img_reg, img_kpt, meta in zip(scores, reg, kpt, batch_img_metas)
+            self._predict_candidates(img_scores, img_idx, priors, img_reg, img_kpt, meta, cfg,
+                                     rescale, with_nms)
+            for (img_scores, img_idx), img_reg, img_kpt, meta in zip(
+                candidates, gather_level_rows(bbox_preds, 4, idx),
+                gather_level_rows(kpt_preds, self.kpt_out, idx), batch_img_metas)
         ]
 
-    def _predict_by_feat_single(self, scores: Tensor, bbox_deltas: Tensor, kpt_deltas: Tensor,
-                                priors: Tensor, img_meta: dict, cfg: ConfigType,
-                                rescale: bool = False, with_nms: bool = True) -> InstanceData:
-        """One image's ``(P, 1)`` scores and ``(P, 4)`` / ``(P, 2K)`` deltas -> results.
-
-        Only the candidates above ``score_thr`` (about 1% of the priors) are
-        decoded (:func:`~mmretinaface.models.utils.select_candidates`: mmdet's
-        ``filter_scores_and_topk`` for one class); :meth:`_bbox_post_process`
-        does the rest.
+    def _predict_candidates(self, scores: Tensor, idx: Tensor, priors: Tensor,
+                            bbox_deltas: Tensor, kpt_deltas: Tensor, img_meta: dict,
+                            cfg: ConfigType, rescale: bool = False,
+                            with_nms: bool = True) -> InstanceData:
+        """One image's candidates -> results: ``scores`` ``(n,)`` above ``score_thr``
+        (best first, at most ``nms_pre``: mmdet's ``filter_scores_and_topk`` for one
+        class, :func:`~mmretinaface.models.utils.select_candidates`), their prior
+        indices ``idx`` and deltas ``(n, 4)`` / ``(n, 2K)``. Only they are decoded
+        (about 1% of the priors); :meth:`_bbox_post_process` does the rest.
         """
-        nms_pre = cfg.get('nms_pre', -1)
-        scores, idx = select_candidates(scores.reshape(-1), cfg.get('score_thr', 0.0),
-                                        nms_pre if nms_pre > 0 else None)
-        bboxes, keypoints = self.decode(priors[idx], bbox_deltas[idx], kpt_deltas[idx])
+        bboxes, keypoints = self.decode(priors[idx], bbox_deltas, kpt_deltas)
         results = InstanceData(bboxes=bboxes, scores=scores, labels=idx.new_zeros(idx.shape),
                                keypoints=keypoints)
         return self._bbox_post_process(results, cfg, rescale, with_nms, img_meta)
