@@ -136,6 +136,18 @@ def test_filter_empty_gt(tmp_path):
     assert len(ds) == 3
 
 
+def test_nothing_to_train_on_is_a_clear_error(tmp_path):
+    """An empty label file, or one whose faces are all ignored with filter_empty_gt, names
+    the file instead of mmengine's 'need at least one array to concatenate'."""
+    with pytest.raises(ValueError, match=r'label\.txt: the label file lists no images'):
+        _dataset(tmp_path, '')
+    only_ignored = '\n'.join(RETINAFACE_LABELS.splitlines()[3:]) + '\n'  # b.jpg and c.jpg
+    with pytest.raises(ValueError, match=r'label\.txt: none of its 2 images has a usable face'):
+        _dataset(tmp_path, only_ignored, filter_cfg=dict(filter_empty_gt=True))
+    assert len(_dataset(tmp_path, only_ignored, filter_cfg=dict(filter_empty_gt=True),
+                        test_mode=True)) == 2
+
+
 def test_official_bbx_gt(tmp_path):
     ds = _dataset(tmp_path, WIDER_GT, name='wider_face_val_bbx_gt.txt')
     assert len(ds) == 3

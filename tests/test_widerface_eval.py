@@ -1161,3 +1161,25 @@ def test_test_tool_on_real_sample_matches_published(converted_checkpoint, sample
     assert aps == pytest.approx(published, abs=0.01), aps
     log = ''.join(open(f).read() for f in glob.glob(str(tmp_path / '*' / '*.log')))
     assert log.count('evaluating 8 of the 3226 val images in wider_face_val.mat') == 1
+
+
+def test_box_only_labels_report_no_landmark_metrics(tmp_path):
+    """Ground truth without visible landmarks (the official box files, loaded with
+    keypoints_visible 0) gives AP and no NaN landmark metrics; one visible face brings
+    them back."""
+    gt = [[10, 10, 60, 70]]
+    gt_k = np.array([[[25, 30], [45, 30], [35, 45], [28, 55], [42, 55]]], np.float32)
+
+    import torch
+
+    def evaluate(visible):
+        sample = make_sample('/d/images/0--E/a.jpg', gt, [0.9], gt=gt, kpts=gt_k + 1,
+                             gt_kpts=gt_k, as_dict=False)
+        sample.gt_instances.keypoints_visible = torch.full((1, 5), float(visible))
+        metric = build_metric(gt_dir=str(tmp_path / 'nothing_here'))
+        metric.process({}, [sample.to_dict()])
+        return metric.evaluate(1)
+
+    assert set(evaluate(visible=False)) == {'widerface/AP50'}
+    res = evaluate(visible=True)
+    assert res['widerface/landmark_NME'] == pytest.approx(np.sqrt(2) / np.sqrt(50 * 60))

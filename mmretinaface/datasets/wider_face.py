@@ -117,6 +117,9 @@ class WiderFaceDataset(BaseDetDataset):
         else:
             images = parse_wider_bbx_gt(lines, filename=self.ann_file)
         data_list = [self.parse_data_info(image) for image in images]
+        if not data_list:
+            raise ValueError(f'{self.ann_file}: the label file lists no images (expected '
+                             f'{fmt} labels; docs/data.md)')
         self._check_images_exist(data_list)
         return data_list
 
@@ -158,6 +161,12 @@ class WiderFaceDataset(BaseDetDataset):
         kept = [info for info in self.data_list
                 if any(not inst['ignore_flag'] for inst in info['instances'])]
         dropped = len(self.data_list) - len(kept)
+        if not kept:  # mmengine would fail later on an empty list, obscurely
+            raise ValueError(
+                f'{self.ann_file}: none of its {len(self.data_list)} images has a usable face '
+                '(every face is ignored or the images have none), so filter_empty_gt=True '
+                'leaves nothing to train on; check the labels (tools/analysis_tools/'
+                'browse_dataset.py draws them)')
         if dropped:
             print_log(f'{type(self).__name__}: dropped {dropped} of {len(self.data_list)} '
                       f'images without a usable face ({self.ann_file})', logger='current')

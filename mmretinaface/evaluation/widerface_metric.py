@@ -71,8 +71,8 @@ class WiderFaceMetric(BaseMetric):
         collect_device, prefix, collect_dir: see ``mmengine.evaluator.BaseMetric``.
 
     Output keys (under the ``widerface/`` prefix): ``easy_AP``, ``medium_AP``,
-    ``hard_AP`` (or ``AP50`` in the fallback), and when the data samples carry
-    gt landmarks: ``landmark_NME`` and ``landmark_pair_direction``. APs are in
+    ``hard_AP`` (or ``AP50`` in the fallback), and when matched faces have
+    visible gt landmarks: ``landmark_NME`` and ``landmark_pair_direction``. APs are in
     ``[0, 1]`` like the official tool prints them.
     """
 
@@ -229,15 +229,18 @@ class WiderFaceMetric(BaseMetric):
                                  'pipeline, or set out_dir to only write predictions.')
 
         nme = [r['nme'] for r in per_image.values() if 'nme' in r]
-        if nme:
-            nme_all = np.concatenate(nme)
+        nme_all = np.concatenate(nme) if nme else np.zeros(0)
+        if len(nme_all):
             pairs = np.concatenate([r['pair_direction'] for r in per_image.values()
                                     if 'pair_direction' in r])
-            metrics['landmark_NME'] = float(nme_all.mean()) if len(nme_all) else float('nan')
+            metrics['landmark_NME'] = float(nme_all.mean())
             metrics['landmark_pair_direction'] = (float(pairs.mean()) if len(pairs)
                                                   else float('nan'))
             logger.info(f'WiderFaceMetric: landmark NME over {len(nme_all)} matched faces, '
                         f'pair direction over {len(pairs)} pairs')
+        elif nme:  # e.g. the official box-only files: no NaN metric for hooks to compare
+            logger.info('WiderFaceMetric: no matched face has visible gt landmarks (box-only '
+                        'labels?): landmark_NME and landmark_pair_direction are not reported')
 
         if self.plot_file and curves:
             plot_pr_curves(curves, self.plot_file)
