@@ -160,7 +160,10 @@ def test_face_size_stats_without_faces_says_so(tmp_path, capsys):
     # the last line: mmengine's logger (the dropped images) may write to an earlier
     # test's closed stderr, and logging prints that error
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last == f'face_size_stats: {tmp_path / "label.txt"}: no usable faces'
+    said = (f'{tmp_path / "label.txt"}: none of its 2 images has a usable face (every face is '
+            'ignored or the images have none), so filter_empty_gt=True leaves nothing to '
+            'train on: check the labels (docs/data.md)')
+    assert last == f'face_size_stats: {said}'
     assert not (tmp_path / 'stats').exists()
-    assert browse_dataset.main([cfg, '--not-show', '--output-dir', str(tmp_path / 'b')]) == 0
-    assert 'drew 0 samples' in capsys.readouterr().out
+    assert browse_dataset.main([cfg, '--not-show', '--output-dir', str(tmp_path / 'b')]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f'browse_dataset: {said}'

@@ -165,8 +165,7 @@ class WiderFaceDataset(BaseDetDataset):
             raise ValueError(
                 f'{self.ann_file}: none of its {len(self.data_list)} images has a usable face '
                 '(every face is ignored or the images have none), so filter_empty_gt=True '
-                'leaves nothing to train on; check the labels (tools/analysis_tools/'
-                'browse_dataset.py draws them)')
+                'leaves nothing to train on: check the labels (docs/data.md)')
         if dropped:
             print_log(f'{type(self).__name__}: dropped {dropped} of {len(self.data_list)} '
                       f'images without a usable face ({self.ann_file})', logger='current')
