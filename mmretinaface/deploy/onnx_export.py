@@ -42,11 +42,9 @@ def input_normalization(preprocessor: nn.Module) -> Tuple[bool, Tensor, Tensor, 
     flip = bool(torch.allclose(flipped, torch.tensor([2., 1., 0.], dtype=torch.float64)))
     if not flip and not torch.allclose(flipped, torch.tensor([0., 1., 2.], dtype=torch.float64)):
         raise ValueError('the data preprocessor is not a per-channel normalisation')
-    # the probe's mean and std are float32 round-offs; the buffers are the exact values
-    buffers = [getattr(preprocessor, name, None) for name in ('mean', 'std')]
-    if all(isinstance(b, Tensor) and b.numel() == 3 for b in buffers) and all(
-            torch.allclose(b.view(3).double(), probed, rtol=1e-4)
-            for b, probed in zip(buffers, (mean, std))):
+    buffers = [getattr(preprocessor, name, None) for name in ('mean', 'std')]  # exact values
+    if all(isinstance(b, Tensor) and b.numel() == 3 and torch.allclose(
+            b.view(3).double(), probed, rtol=1e-4) for b, probed in zip(buffers, (mean, std))):
         mean, std = (b.view(3) for b in buffers)
     return flip, mean.float(), std.float(), float(getattr(preprocessor, 'pad_value', 0))
 

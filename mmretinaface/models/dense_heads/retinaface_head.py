@@ -32,16 +32,12 @@ def flatten_level_outputs(level_outputs: Sequence[Tensor], dim: int) -> Tensor:
 
 def gather_level_rows(level_outputs: Sequence[Tensor], dim: int,
                       rows: Sequence[Tensor]) -> List[Tensor]:
-    """Per image ``i``, ``flatten_level_outputs(level_outputs, dim)[i, rows[i]]``: only
-    the rows of the candidates, ``(n_i, dim)``.
+    """Per image ``i``, ``flatten_level_outputs(level_outputs, dim)[i, rows[i]]``, ``(n_i, dim)``.
 
-    With NCHW-contiguous maps and the same number of anchors ``A`` on every
-    level (the published models), the maps are concatenated as they are,
-    ``(B, A, dim, sum(H * W))`` (a plain copy, no transpose), and row ``r`` is
-    anchor ``r % A`` at position ``r // A``: the box and landmark maps, 7x the
-    class map, are never transposed (prediction reads a few hundred of their
-    rows). Otherwise (channels-last maps flatten without a transpose) the rows
-    are taken from :func:`flatten_level_outputs`.
+    NCHW maps with ``A`` anchors on every level are concatenated untransposed,
+    ``(B, A, dim, sum(H * W))``, and row ``r`` is anchor ``r % A`` at position
+    ``r // A``: prediction reads a few hundred rows of the box and landmark maps
+    without transposing them. Other maps (channels-last: no transpose) are flattened.
     """
     anchors = {out.shape[1] // dim for out in level_outputs}
     if len(anchors) != 1 or not all(out.is_contiguous() for out in level_outputs):
@@ -279,11 +275,9 @@ class RetinaFaceHead(BaseDenseHead):
                             bbox_deltas: Tensor, kpt_deltas: Tensor, img_meta: dict,
                             cfg: ConfigType, rescale: bool = False,
                             with_nms: bool = True) -> InstanceData:
-        """One image's candidates -> results: ``scores`` ``(n,)`` above ``score_thr``
-        (best first, at most ``nms_pre``: mmdet's ``filter_scores_and_topk`` for one
-        class, :func:`~mmretinaface.models.utils.select_candidates`), their prior
-        indices ``idx`` and deltas ``(n, 4)`` / ``(n, 2K)``. Only they are decoded
-        (about 1% of the priors); :meth:`_bbox_post_process` does the rest.
+        """One image's candidates (:func:`~mmretinaface.models.utils.select_candidates`:
+        ``scores``, prior indices ``idx``, deltas ``(n, 4)`` / ``(n, 2K)``) -> results:
+        only they are decoded (about 1% of the priors); :meth:`_bbox_post_process` does the rest.
         """
         bboxes, keypoints = self.decode(priors[idx], bbox_deltas, kpt_deltas)
         results = InstanceData(bboxes=bboxes, scores=scores, labels=idx.new_zeros(idx.shape),
