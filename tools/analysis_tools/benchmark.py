@@ -89,7 +89,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--sections', default=','.join(SECTIONS),
                         help=f'comma-separated, of {",".join(SECTIONS)} (default: all)')
     parser.add_argument('--threads', type=int, default=1,
-                        help='torch and ONNX Runtime (intra-op) threads (default 1)')
+                        help='torch, ONNX Runtime (intra-op) and OpenCV threads (default 1)')
     parser.add_argument('--quick', action='store_true', help='small sizes, few repeats')
     parser.add_argument('--out', help='write the report (markdown) here')
     parser.add_argument('--json', help='write the raw numbers here')
@@ -124,9 +124,11 @@ def versions() -> Dict[str, str]:
 
 
 def set_threads(threads: int) -> None:
-    """torch's threads (``FaceInferencer``'s ONNX Runtime sessions follow torch's count)."""
+    """torch's and OpenCV's threads (``FaceInferencer``'s ONNX Runtime sessions follow
+    torch's count): with one thread, no pool thread works (or spins) beside the clock's."""
     import torch
     torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
     with contextlib.suppress(RuntimeError):  # only settable before any inter-op work
         torch.set_num_interop_threads(1)
 
@@ -556,7 +558,7 @@ def render_header(meta: dict) -> List[str]:
     out += table(['', ''], [
         ('CPU', f"{cpu['model']} ({cpu['cores']} logical cores)"),
         ('vector extensions', ext),
-        ('threads', f"{meta['threads']} (torch and ONNX Runtime intra-op)"),
+        ('threads', f"{meta['threads']} (torch, ONNX Runtime intra-op, OpenCV)"),
         ('clock', 'CPU time of the thread (`time.thread_time`)' if meta['threads'] == 1
          else 'wall time'),
         *((name, version) for name, version in v.items()),
