@@ -150,16 +150,17 @@ def test_predict_on_another_device_runs_nms_on_cpu_with_the_same_results(monkeyp
 
     asked, moved = [], []
     monkeypatch.setattr(head_module, 'nms_needs_cpu', lambda device: asked.append(device) or True)
-    cpu = InstanceData.cpu
+    nms = head_module.single_class_nms
 
-    def spy_cpu(self):
-        moved.append(len(self))
-        return cpu(self)
+    def spy_nms(bboxes, scores, *args):
+        moved.append((len(bboxes), bboxes.device.type, scores.device.type))
+        return nms(bboxes, scores, *args)
 
-    monkeypatch.setattr(InstanceData, 'cpu', spy_cpu)
+    monkeypatch.setattr(head_module, 'single_class_nms', spy_nms)
     (got, ) = head.predict_by_feat(*outs, batch_img_metas=metas, rescale=True)
     # all candidates went through the CPU, and NMS removed some of them
-    assert asked and moved and moved[0] > len(expected)
+    assert asked and len(moved) == 1 and moved[0][0] > len(expected)
+    assert moved[0][1:] == ('cpu', 'cpu')
     assert set(got.keys()) == set(expected.keys()) == {'bboxes', 'scores', 'labels', 'keypoints'}
     for key in expected.keys():
         assert torch.equal(got.get(key), expected.get(key)), key

@@ -276,49 +276,34 @@ class RetinaFaceHead(BaseDenseHead):
                             cfg: ConfigType, rescale: bool = False,
                             with_nms: bool = True) -> InstanceData:
         """One image's candidates (:func:`~mmretinaface.models.utils.select_candidates`:
-        ``scores``, prior indices ``idx``, deltas ``(n, 4)`` / ``(n, 2K)``) -> results:
-        only they are decoded (about 1% of the priors); :meth:`_bbox_post_process` does the rest.
+        ``scores``, prior indices ``idx``, deltas ``(n, 4)`` / ``(n, 2K)``) -> results.
+
+        Only they are decoded (about 1% of the priors); then mmdet's
+        ``BaseDenseHead._bbox_post_process`` steps (rescale, ``min_bbox_size``,
+        NMS, ``max_per_img``; equal results, keypoints rescaled like the boxes) on
+        plain tensors, the ``InstanceData`` built once at the end. NMS runs on the
+        CPU whatever the device (:func:`~mmretinaface.models.utils.nms_needs_cpu`).
         """
         bboxes, keypoints = self.decode(priors[idx], bbox_deltas, kpt_deltas)
-        results = InstanceData(bboxes=bboxes, scores=scores, labels=idx.new_zeros(idx.shape),
-                               keypoints=keypoints)
-        return self._bbox_post_process(results, cfg, rescale, with_nms, img_meta)
-
-    def _bbox_post_process(self,
-                           results: InstanceData,
-                           cfg: ConfigType,
-                           rescale: bool = False,
-                           with_nms: bool = True,
-                           img_meta: Optional[dict] = None) -> InstanceData:
-        """mmdet's post-processing (rescale, ``min_bbox_size``, NMS, ``max_per_img``) for
-        one class, keypoints included, on plain tensors.
-
-        The same operations as mmdet's ``BaseDenseHead._bbox_post_process``
-        (results are equal); the fields are indexed once, after NMS, instead
-        of through ``InstanceData`` at every step (that was most of its time).
-        Keypoints are rescaled like the boxes. NMS runs on the CPU whatever
-        the device (:func:`~mmretinaface.models.utils.nms_needs_cpu`); the
-        results come back to the input's device.
-        """
         if rescale:
             if not img_meta or img_meta.get('scale_factor') is None:
                 raise ValueError('rescale=True needs scale_factor in the image meta')
             scale = [1 / s for s in img_meta['scale_factor']]  # (w, h), as mmdet's boxes
-            results.bboxes = scale_boxes(results.bboxes, scale)
-            results.keypoints = results.keypoints * results.keypoints.new_tensor(scale)
-        device = results.bboxes.device
-        moved = nms_needs_cpu(device)
-        if moved:
-            results = results.cpu()
+            if scale != [1.0, 1.0]:  # the original-size pipeline: nothing to scale
+                bboxes = scale_boxes(bboxes, scale)
+                keypoints = keypoints * keypoints.new_tensor(scale)
         min_size = cfg.get('min_bbox_size', -1)
         if min_size >= 0:
-            w, h = get_box_wh(results.bboxes)
+            w, h = get_box_wh(bboxes)
             valid = (w > min_size) & (h > min_size)
             if not valid.all():
-                results = results[valid]
-        if with_nms and results.bboxes.numel() > 0:
-            keep, nms_scores = single_class_nms(results.bboxes, results.scores, cfg['nms'],
-                                                cfg.get('max_per_img'))
-            results = results[keep]
-            results.scores = nms_scores  # some NMS types re-weight the scores
-        return results.to(device) if moved else results
+                bboxes, scores, keypoints = bboxes[valid], scores[valid], keypoints[valid]
+        if with_nms and bboxes.numel() > 0:
+            device = bboxes.device
+            on_cpu = (bboxes.cpu(), scores.cpu()) if nms_needs_cpu(device) else (bboxes, scores)
+            keep, scores = single_class_nms(*on_cpu, cfg['nms'], cfg.get('max_per_img'))
+            keep, scores = keep.to(device), scores.to(device)  # some NMS types re-weight them
+            bboxes, keypoints = bboxes[keep], keypoints[keep]
+        return InstanceData(bboxes=bboxes, scores=scores,
+                            labels=scores.new_zeros(scores.shape, dtype=torch.long),
+                            keypoints=keypoints)

@@ -28,8 +28,8 @@ def decode_boxes(deltas: Tensor, priors: Tensor,
                  variances: Sequence[float] = DEFAULT_VARIANCES) -> Tensor:
     """SSD deltas -> xyxy boxes (inverse of :func:`encode_boxes`, no clamping)."""
     centers = priors[..., :2] + deltas[..., :2] * variances[0] * priors[..., 2:]
-    wh = priors[..., 2:] * torch.exp(deltas[..., 2:] * variances[1])
-    return torch.cat([centers - wh / 2, centers + wh / 2], dim=-1)
+    half = priors[..., 2:] * torch.exp(deltas[..., 2:] * variances[1]) / 2
+    return torch.cat([centers - half, centers + half], dim=-1)
 
 
 def encode_landmarks(points: Tensor, priors: Tensor,
