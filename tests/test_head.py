@@ -271,19 +271,24 @@ def test_head_config_errors_are_specific():
         head.predict_by_feat(*outs, batch_img_metas=[{}], rescale=True)
 
 
-@pytest.mark.parametrize('anchors,channels_last', [((2, 2, 2), False), ((2, 2, 2), True),
-                                                   ((2, 3, 1), False)])
-def test_gather_level_rows_is_flatten_then_index(anchors, channels_last):
+@pytest.mark.parametrize('anchors,layout', [((2, 2, 2), 'nchw'), ((2, 2, 2), 'channels_last'),
+                                            ((2, 2, 2), 'channel_view'), ((2, 3, 1), 'nchw')])
+def test_gather_level_rows_is_flatten_then_index(anchors, layout):
     """Prediction's candidate rows equal the rows of the reference layout (NHWC, anchors
-    fastest, levels concatenated), for equal and unequal anchor counts and for
-    channels-last maps; a hand-checked row too."""
+    fastest, levels concatenated), for equal and unequal anchor counts, channels-last
+    maps and channel views of wider maps (the ONNX Runtime backend's); a hand-checked
+    row too."""
     from mmretinaface.models.dense_heads import flatten_level_outputs
     from mmretinaface.models.dense_heads.retinaface_head import gather_level_rows
     dim, sizes = 4, [(6, 5), (3, 3), (2, 1)]
     g = torch.Generator().manual_seed(0)
     maps = [torch.randn(2, a * dim, h, w, generator=g) for a, (h, w) in zip(anchors, sizes)]
-    if channels_last:
+    if layout == 'channels_last':
         maps = [m.contiguous(memory_format=torch.channels_last) for m in maps]
+    elif layout == 'channel_view':
+        maps = [torch.cat([torch.randn(2, 3, *m.shape[2:], generator=g), m], 1)[:, 3:]
+                for m in maps]
+        assert not any(m.is_contiguous() for m in maps)
     flat = flatten_level_outputs(maps, dim)
     total = flat.shape[1]
     assert total == sum(a * h * w for a, (h, w) in zip(anchors, sizes))

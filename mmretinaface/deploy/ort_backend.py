@@ -16,7 +16,7 @@ from torch import nn
 from .. import __version__
 from ..utils.cpu import nchwc_block_size
 from ..utils.paths import atomic_write, cache_dir
-from .onnx_export import export_onnx, input_normalization
+from .onnx_export import RetinaFaceExportWrapper, export_onnx, input_normalization
 from .onnx_runtime import ort_session
 from .quantize import DEFAULT_SCHEME, quantize_int8
 
@@ -25,7 +25,7 @@ def model_digest(detector, int8: bool) -> str:
     """A key for ``detector``'s ONNX export: the content of its config (model part) and
     weights, the export / quantization scheme, this CPU's channel block (the graph
     rewrites depend on it) and the package version."""
-    digest = hashlib.sha256(f'{__version__} levels-normalised-input-merged-heads int8={int8} '
+    digest = hashlib.sha256(f'{__version__} levels-normalised-input-merged-head-maps int8={int8} '
                             f'block={nchwc_block_size()} '.encode())
     if int8:
         digest.update(DEFAULT_SCHEME.describe().encode())
@@ -126,7 +126,6 @@ class OnnxRuntimeDetector(BaseModel):
         self.onnx_file = str(onnx_file)
         self.session = ort_session(self.onnx_file, threads or torch.get_num_threads())
         self.input_name = self.session.get_inputs()[0].name
-        self.levels = len(self.session.get_outputs()) // 3
 
     def test_step(self, data: dict) -> list:
         samples = data['data_samples']
@@ -136,9 +135,9 @@ class OnnxRuntimeDetector(BaseModel):
                                      pad_shape=tuple(batch.shape[-2:])))
         maps = [torch.from_numpy(out) for out in self.session.run(
             None, {self.input_name: batch})]
-        n = self.levels
-        results = self.head.predict_by_feat(maps[:n], maps[n:2 * n], maps[2 * n:],
-                                            [s.metainfo for s in samples], rescale=True)
+        results = self.head.predict_by_feat(
+            *RetinaFaceExportWrapper.split_levels(self.head, maps),
+            [s.metainfo for s in samples], rescale=True)
         for sample, result in zip(samples, results):
             sample.pred_instances = result
         return samples
