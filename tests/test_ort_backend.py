@@ -52,12 +52,12 @@ def test_cpu_default_is_onnxruntime_and_the_export_is_cached(backends, cache,
     assert {ort_inf.network.onnx_file, int8_inf.network.onnx_file} == {
         str(cache / 'onnx' / f) for f in files}
     assert int8_inf.network.onnx_file.endswith('-int8.onnx')
-    stamp = os.stat(ort_inf.network.onnx_file).st_mtime_ns
+    stamp = os.stat(ort_inf.network.onnx_file).st_ino  # a new export is a new file (renamed)
     os.environ[HOME_ENV] = str(cache)
     try:  # the same config and weights: the cached file, not a new export
         again = FaceInferencer(CONFIG, converted_checkpoint, device='cpu', show_progress=False)
         assert again.network.onnx_file == ort_inf.network.onnx_file
-        assert os.stat(again.network.onnx_file).st_mtime_ns == stamp
+        assert os.stat(again.network.onnx_file).st_ino == stamp
         # other weights (one bias changed): another file
         model = init_face_detector(CONFIG, converted_checkpoint)
         with torch.no_grad():
@@ -184,3 +184,22 @@ def test_hwc_to_chw_is_the_transpose(shape, dtype):
         got = hwc_to_chw(view)
         assert got.flags.c_contiguous and got.dtype == view.dtype
         assert np.array_equal(got, view.transpose(2, 0, 1))
+
+
+def test_stale_exports_are_pruned_when_a_new_one_is_written(converted_checkpoint, tmp_path):
+    """Exports unused for STALE_EXPORT_DAYS go when a new export is written; a used one is
+    refreshed and kept, and files that are not exports are never touched."""
+    from mmretinaface.deploy.ort_backend import STALE_EXPORT_DAYS, cached_onnx_model
+    model = init_face_detector(CONFIG, converted_checkpoint, device='cpu')
+    old_time = os.stat(tmp_path).st_mtime - (STALE_EXPORT_DAYS + 1) * 86400
+    names = ['retinaface_mobilenet0.25_widerface-0123456789abcdef.onnx',
+             'other-fedcba9876543210-int8.onnx', 'my_model.onnx', 'notes-0123456789abcdef.txt']
+    for name in names:
+        (tmp_path / name).write_bytes(b'x')
+        os.utime(tmp_path / name, (old_time, old_time))
+    path = cached_onnx_model(model, folder=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [os.path.basename(path)] + names[2:])
+    os.utime(path, (old_time, old_time))
+    assert cached_onnx_model(model, folder=tmp_path) == path  # a use refreshes the time
+    assert os.stat(path).st_mtime > old_time + STALE_EXPORT_DAYS * 86400

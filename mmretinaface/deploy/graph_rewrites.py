@@ -8,21 +8,13 @@ which tensor a ``Shape`` reads or where a quantized value is rounded.
 Measured gains are in docs/deployment.md; each has a unit test against the
 un-rewritten graph (tests/test_graph_rewrites.py).
 
-* :func:`pad_conv_channels` (FP32 graph): convs whose channels are not a
-  multiple of ONNX Runtime's NCHWc block get zero channels up to it. The
-  block is 16 channels with AVX-512 (the stem's 8-channel convs get 8 zero
-  channels: otherwise a depthwise conv's output is reordered back to NCHW
-  for the next conv) and 8 with AVX2, where the stem needs nothing (padding
-  it anyway made the export ~4% slower on an AMD AVX2 CPU).
-* :func:`resize_sizes_from_shape` (FP32 graph): the FPN's upsampling size is
-  the finer map's whole shape instead of a dozen ``Shape/Gather/Slice/
-  Unsqueeze/Concat/Cast`` nodes, each with its per-node overhead.
-* :func:`read_shapes_before_dequantize` (QDQ graph): ``Shape`` reads the
-  8-bit tensor instead of a dequantized copy.
-* :func:`share_concat_quantization` (QDQ graph): the branches of a
-  ``Concat`` are quantized with the ``Concat`` output's scale, so ONNX
-  Runtime's ``QLinearConcat`` copies bytes instead of requantizing each
-  input (one rounding instead of two).
+* :func:`pad_conv_channels` (FP32): zero channels up to ONNX Runtime's NCHWc block
+  (16 with AVX-512: the stem's 8-channel convs; 8 with AVX2: nothing to pad).
+* :func:`resize_sizes_from_shape` (FP32): the FPN's upsampling size from the finer
+  map's shape instead of a dozen ``Shape/Gather/Slice/...`` nodes.
+* :func:`read_shapes_before_dequantize` (QDQ): ``Shape`` reads the 8-bit tensor.
+* :func:`share_concat_quantization` (QDQ): a ``Concat``'s branches use its output's
+  scale, so ``QLinearConcat`` copies bytes (one rounding instead of two).
 """
 from typing import Collection, Dict, List, Optional
 

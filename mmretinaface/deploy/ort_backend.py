@@ -2,8 +2,12 @@
 (cached by content), run by ONNX Runtime between the detector's own batching and
 post-processing, so that results, JSON and drawings are those of the PyTorch backend.
 """
+import contextlib
 import hashlib
+import os
+import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -52,10 +56,8 @@ class InputBatcher:
         self.divisor = int(getattr(preprocessor, 'pad_size_divisor', 1))
 
     def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        height = max(img.shape[-2] for img in images)
-        width = max(img.shape[-1] for img in images)
-        height, width = (-(-height // self.divisor) * self.divisor,
-                         -(-width // self.divisor) * self.divisor)
+        height, width = (-(-max(img.shape[axis] for img in images) // self.divisor)
+                         * self.divisor for axis in (-2, -1))
         out = np.empty((len(images), 3, height, width), np.float32)
         for k, img in enumerate(images):
             img = np.asarray(img)
@@ -79,12 +81,16 @@ def cached_onnx_model(detector: nn.Module, int8: bool = False, folder=None) -> s
     with ``int8``), made on first use in ``folder`` (default: ``cache_dir()/onnx``, beside
     the default weights) and reused while the config and weights are the same.
 
-    Written to a temporary name and renamed, so concurrent first uses are safe.
+    Written to a temporary name and renamed, so concurrent first uses are safe. Each use
+    refreshes the file's time; writing a new export removes those unused for
+    :data:`STALE_EXPORT_DAYS` days (:func:`prune_stale_exports`).
     """
     folder = Path(folder) if folder is not None else cache_dir() / 'onnx'
     stem = Path(getattr(getattr(detector, 'cfg', None), 'filename', None) or 'model').stem
     path = folder / f'{stem}-{model_digest(detector, int8)}{"-int8" if int8 else ""}.onnx'
     if path.is_file():
+        with contextlib.suppress(OSError):  # a read-only cache only misses the refresh
+            os.utime(path)
         return str(path)
     with atomic_write(path) as staged:
         if not int8:
@@ -95,7 +101,22 @@ def cached_onnx_model(detector: nn.Module, int8: bool = False, folder=None) -> s
                 export_onnx(detector, fp32, outputs='levels')
                 batcher = InputBatcher(detector.data_preprocessor)
                 quantize_int8(fp32, staged, to_input=lambda chw: batcher([chw]))
+    prune_stale_exports(folder)
     return str(path)
+
+
+STALE_EXPORT_DAYS = 30  #: days after which an unused cached export is removed
+
+
+def prune_stale_exports(folder, days: float = STALE_EXPORT_DAYS) -> None:
+    """Remove the exports in ``folder`` (only names ``<config>-<key>[-int8].onnx``) that
+    were not used for ``days`` days."""
+    cutoff = time.time() - days * 86400
+    for old in Path(folder).glob('*.onnx'):
+        with contextlib.suppress(OSError):  # gone already, or not ours to remove
+            if re.fullmatch(r'.+-[0-9a-f]{16}(-int8)?\.onnx', old.name) and \
+                    old.stat().st_mtime < cutoff:
+                old.unlink()
 
 
 class OnnxRuntimeDetector(BaseModel):

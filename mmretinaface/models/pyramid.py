@@ -13,12 +13,10 @@ averaged over each group of overlapping detections, weighted by score, as in
 the RetinaFace paper) or NMS, and the finer levels' fragments lying inside a
 confident coarser face are dropped.
 
-The selection and merge are pure functions on ``InstanceData`` in input
-pixels; :class:`FacePyramidTTAModel` is the thin registered shell that makes
-the levels (from the batch the test pipeline packed, so any pipeline works)
-and merges them. :data:`SCALE_SETTINGS` names the settings that
-``FaceInferencer(scales=...)``, the demos' ``--scales`` and ``tools/test.py
---scale-protocol`` share; docs/inference.md has the measurements behind them.
+Selection and merge are pure functions on ``InstanceData``; :class:`FacePyramidTTAModel`
+makes the levels from the packed batch (any pipeline) and merges them. The named
+:data:`SCALE_SETTINGS` serve ``FaceInferencer(scales=...)``, ``--scales`` and
+``tools/test.py --scale-protocol`` (measurements: docs/inference.md).
 """
 import math
 from typing import List, Optional, Sequence, Tuple

@@ -277,15 +277,10 @@ class RetinaFaceHead(BaseDenseHead):
                             bbox_deltas: Tensor, kpt_deltas: Tensor, img_meta: dict,
                             cfg: ConfigType, rescale: bool = False,
                             with_nms: bool = True) -> InstanceData:
-        """One image's candidates (:func:`~mmretinaface.models.utils.select_candidates`:
-        ``scores``, prior indices ``idx``, deltas ``(n, 4)`` / ``(n, 2K)``) -> results.
-
-        Only they are decoded (about 1% of the priors); then mmdet's
-        ``BaseDenseHead._bbox_post_process`` steps (rescale, ``min_bbox_size``,
-        NMS, ``max_per_img``; equal results, keypoints rescaled like the boxes) on
-        plain tensors, the ``InstanceData`` built once at the end. NMS runs on the
-        CPU whatever the device (:func:`~mmretinaface.models.utils.nms_needs_cpu`).
-        """
+        """One image's candidates (``scores``, prior indices ``idx``, deltas) -> results:
+        decoded, then mmdet's ``_bbox_post_process`` steps (rescale, ``min_bbox_size``,
+        NMS on the CPU (:func:`~mmretinaface.models.utils.nms_needs_cpu`),
+        ``max_per_img``; equal results) on plain tensors, keypoints rescaled like boxes."""
         bboxes, keypoints = self.decode(priors[idx], bbox_deltas, kpt_deltas)
         if rescale:
             if not img_meta or img_meta.get('scale_factor') is None:
