@@ -178,7 +178,7 @@ def test_input_batcher_is_the_data_preprocessor(settings, dtype):
 def test_hwc_to_chw_is_the_transpose(shape, dtype):
     """PackFaceInputs' layout change equals numpy's transpose, also where OpenCV cannot
     split (int64) and for strided views."""
-    from mmretinaface.datasets.transforms.formatting import hwc_to_chw
+    from mmretinaface.utils.image_io import hwc_to_chw
     img = np.random.default_rng(1).integers(0, 200, shape).astype(dtype)
     for view in (img, img[:, ::2], img[::-1]):
         got = hwc_to_chw(view)

@@ -34,7 +34,13 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..models.utils import batchnorm_layers
-from ..utils.image_io import PACKAGED_PHOTOS, load_image, packaged_photo_path, read_image_folder
+from ..utils.image_io import (
+    PACKAGED_PHOTOS,
+    hwc_to_chw,
+    load_image,
+    packaged_photo_path,
+    read_image_folder,
+)
 
 #: Photos with faces are drawn this many times as often as the others.
 FACE_WEIGHT = 3.0
@@ -154,7 +160,7 @@ class _Moments:
 
 def _to_batch(model: nn.Module, views: Sequence[np.ndarray]) -> Tensor:
     """BGR uint8 views -> the detector's normalised input batch (its data preprocessor)."""
-    inputs = [torch.from_numpy(np.ascontiguousarray(v.transpose(2, 0, 1))) for v in views]
+    inputs = [torch.from_numpy(hwc_to_chw(v)) for v in views]
     return model.data_preprocessor(dict(inputs=inputs), False)['inputs']
 
 

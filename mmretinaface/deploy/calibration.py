@@ -14,6 +14,8 @@ from typing import Callable, Iterator, List, Optional, Sequence
 import cv2
 import numpy as np
 
+from ..utils.image_io import hwc_to_chw, load_image, require_packaged_photo
+
 #: Photos of the default calibration set (names in
 #: :data:`~mmretinaface.utils.image_io.PACKAGED_PHOTOS`); the first three show a face.
 BUNDLED_CALIBRATION_PHOTOS = ('grace_hopper', 'astronaut', 'camera', 'coffee', 'chelsea',
@@ -25,7 +27,6 @@ CALIBRATION_SIDES = (640, 320)
 
 def bundled_photo_paths() -> List[str]:
     """Paths of :data:`BUNDLED_CALIBRATION_PHOTOS` (ImportError naming the extra if missing)."""
-    from ..utils.image_io import require_packaged_photo
     purpose = 'the default INT8 calibration photos (or pass --calib-images DIR)'
     return [require_packaged_photo(name, purpose) for name in BUNDLED_CALIBRATION_PHOTOS]
 
@@ -77,7 +78,6 @@ def calibration_images(images: Optional[Sequence[np.ndarray]] = None,
     """
     mosaics = 0
     if images is None:
-        from ..utils.image_io import load_image
         images = [load_image(path) for path in bundled_photo_paths()]
         mosaics = num_mosaics
     out = [resize_longer_side(img, side) for img in images for side in sides]
@@ -104,7 +104,7 @@ class CalibrationReader:
         image = next(self._iter, None)
         if image is None:
             return None
-        chw = np.ascontiguousarray(image.transpose(2, 0, 1))
+        chw = hwc_to_chw(image)
         blob = self.to_input(chw) if self.to_input else chw.astype(np.float32)[None]
         return {self.input_name: blob}
 

@@ -45,9 +45,8 @@ def model_digest(detector, int8: bool) -> str:
 class InputBatcher:
     """The data preprocessor's batching in numpy: ``(3, H, W)`` uint8 images -> the
     normalised ``(B, 3, H, W)`` float32 batch, padded at the bottom / right to the
-    largest size (a multiple of ``pad_size_divisor``) with ``pad_value``. The values
-    are the preprocessor's; the conversion to float and the mean subtraction are one
-    pass, per plane with OpenCV for uint8 images (3x faster than numpy's broadcast)."""
+    largest size (a multiple of ``pad_size_divisor``) with ``pad_value``: the same values,
+    uint8 converted and mean-subtracted per plane by OpenCV (3x faster than numpy)."""
 
     def __init__(self, preprocessor: nn.Module) -> None:
         self.flip, mean, std, self.pad_value = input_normalization(preprocessor)

